@@ -1,0 +1,220 @@
+"""The daemon: wires sources, journal, queue, workers and sinks together, and stops cleanly."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+from bridge import __version__
+from bridge.config import Config
+from bridge.intake import Intake, Submission
+from bridge.journal import Journal
+from bridge.mqtt import Inbound, MqttLink
+from bridge.ollama_backend import OllamaBackend
+from bridge.outbox import Outbox
+from bridge.queue import JobQueue, QueueClosed
+from bridge.topics import Topics
+from bridge.worker import Runner
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 3600.0
+
+
+class Bridge:
+    """One running llm2mqtt. `run()` until `stop()`; everything else is wired here."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.topics = Topics(self.settings.mqtt.base_topic)
+        self.rules = {rule.name: rule for rule in config.rules if rule.enabled}
+        self.journal = Journal(
+            config.data_dir / "journal.sqlite3",
+            synchronous=self.settings.journal.synchronous,
+            clock=clock,
+        )
+        self.queue = JobQueue(clock)
+        self._clock = clock
+        self._stop = asyncio.Event()
+        self._accepting = False
+        # Created in run(): they need the running loop.
+        self.link: MqttLink
+        self.outbox: Outbox
+        self.intake: Intake
+        self.runner: Runner
+        self.backend: OllamaBackend
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (safe from a signal handler on the loop)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.journal.defer_commits(loop.call_soon)
+        self.link = MqttLink(
+            self.settings.mqtt,
+            self.topics,
+            loop,
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            on_published=lambda mid: self.outbox.on_published(mid),
+            info=self.info_payload,
+        )
+        self.outbox = Outbox(self.journal, self.link)
+        self.intake = Intake(
+            self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
+        )
+        self.backend = OllamaBackend(self.settings.ollama)
+        self.runner = Runner(
+            self.journal,
+            self.backend,
+            self.outbox,
+            self.queue,
+            self.rules,
+            self.topics,
+            self.settings,
+            clock=self._clock,
+        )
+        resumed = self._resume()
+        if resumed:
+            log.info("resuming %d job(s) from the journal", resumed)
+        for rule in self.rules.values():
+            for spec in rule.inputs:
+                self.link.subscribe(spec.mqtt, spec.qos)
+        self.link.subscribe(self.topics.run_filter, 1)
+        self._accepting = True
+        self.link.start()
+        workers = [
+            asyncio.create_task(self._work(), name=f"worker-{i}")
+            for i in range(self.settings.ollama.parallel)
+        ]
+        housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        log.info(
+            "llm2mqtt %s running: %d rule(s), Ollama at %s (parallel %d)",
+            __version__,
+            len(self.rules),
+            self.backend.url,
+            self.settings.ollama.parallel,
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(workers, housekeeping)
+
+    def _resume(self) -> int:
+        jobs = self.journal.open_jobs()
+        for job in jobs:
+            self.queue.push(job.id, priority=job.priority, created=job.created, not_before=job.not_before)
+        return len(jobs)
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                job_id = await self.queue.get()
+            except QueueClosed:
+                return
+            await self.runner.run(job_id)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            removed = self.journal.prune(self.settings.journal.retention)
+            if removed:
+                log.info("pruned %d finished job(s) past retention", removed)
+            await asyncio.sleep(PRUNE_EVERY)
+
+    async def _shutdown(self, workers: list[asyncio.Task[None]], housekeeping: asyncio.Task[None]) -> None:
+        log.info("stopping: no new input; letting running jobs finish")
+        self._accepting = False
+        self.queue.close()
+        housekeeping.cancel()
+        grace = self.settings.shutdown_grace
+        _, pending = await asyncio.wait(workers, timeout=grace) if workers else (set(), set())
+        if pending:
+            log.warning(
+                "%d job(s) still running after %.0fs; they stay queued for the next start",
+                len(pending),
+                grace,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
+        self.journal.commit()
+        await self._drain_outbox(timeout=3.0)
+        self.link.stop()
+        await self.backend.close()
+        self.journal.close()
+        log.info("stopped")
+
+    async def _drain_outbox(self, timeout: float) -> None:
+        """Give the broker a moment to take what is in flight; the rest waits in the journal."""
+        deadline = time.monotonic() + timeout
+        while self.link.connected and self.outbox.in_flight and time.monotonic() < deadline:
+            self.journal.commit()
+            await asyncio.sleep(0.02)
+
+    # -- events from the link (on the loop) --------------------------------------------
+
+    def _on_connected(self) -> None:
+        self.outbox.on_connected()
+
+    def _on_message(self, message: Inbound) -> None:
+        if not self._accepting:
+            return  # not acknowledged: the broker delivers it again to our next session
+        reply = None
+        if message.response_topic:
+            reply = {
+                "topic": message.response_topic,
+                "correlation_data": message.correlation_data.hex() if message.correlation_data else None,
+            }
+        run_rule = self.topics.rule_of_run_topic(message.topic)
+        if run_rule is not None:
+            targets = [(run_rule, True)]
+        else:
+            targets = [
+                (rule.name, False)
+                for rule in self.rules.values()
+                if any(paho.topic_matches_sub(spec.mqtt, message.topic) for spec in rule.inputs)
+            ]
+        if not targets:
+            self.link.ack(message)
+            return
+        for index, (rule, interactive) in enumerate(targets):
+            last = index == len(targets) - 1
+            self.intake.submit(
+                Submission(
+                    rule=rule,
+                    source=f"mqtt:{message.topic}",
+                    payload=message.payload,
+                    reply=reply,
+                    interactive=interactive,
+                    retained=message.retain,
+                ),
+                # One acknowledgement, once every job made from the message is durable.
+                on_durable=(lambda: self.link.ack(message)) if last else None,
+            )
+
+    def info_payload(self) -> bytes:
+        """bridge/info: what runs here, without secrets."""
+        info = {
+            "version": __version__,
+            "base_topic": self.topics.base,
+            "ollama": {"url": self.settings.ollama.url, "parallel": self.settings.ollama.parallel},
+            "rules": [
+                {
+                    "name": rule.name,
+                    "handler": rule.handler,
+                    "model": rule.model,
+                    "inputs": [spec.mqtt for spec in rule.inputs],
+                }
+                for rule in self.rules.values()
+            ],
+            "models": sorted({rule.model for rule in self.rules.values()}),
+        }
+        return json.dumps(info, ensure_ascii=False).encode()

@@ -1,0 +1,40 @@
+"""describe: a short free-text description of an image or a text."""
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from bridge.rules import RuleBase
+from handlers.base import Answer, Handler
+
+# Home Assistant refuses states longer than this; the full text stays in the result.
+_STATE_LIMIT = 255
+
+
+class DescribeRule(RuleBase):
+    """A rule answered with a sentence or two."""
+
+    handler: Literal["describe"]
+    max_chars: int = Field(300, ge=10, le=4000, description="Longest description accepted")
+
+
+class DescribeHandler(Handler[DescribeRule]):
+    """Answers with `description`, a short text."""
+
+    name = "describe"
+    rule_model = DescribeRule
+    instruction = "You describe the input briefly and factually."
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "description": {"type": "string", "minLength": 1, "maxLength": self.rule.max_chars}
+            },
+            "required": ["description"],
+        }
+
+    def interpret(self, answer: dict[str, Any]) -> Answer:
+        text = answer["description"].strip()
+        state = text if len(text) <= _STATE_LIMIT else text[: _STATE_LIMIT - 1] + "…"
+        return Answer(fields={"description": text, "state": state}, state=state)
