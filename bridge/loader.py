@@ -221,6 +221,9 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Path_, int], prefix:
             message = "unknown key (check its spelling; `llm2mqtt schema` lists the keys)"
         elif error["type"] == "union_tag_invalid":
             message = f"unknown handler; known handlers: {', '.join(sorted(HANDLERS))}"
+            at = (*at, "handler")
+            line = _line_of(lines, at)
+            where = f" (line {line})" if line else ""
         elif error["type"] == "union_tag_not_found":
             message = f"missing `handler:` (one of {', '.join(sorted(HANDLERS))})"
         out.append(f"{file}: {_format_path(at)}{where}: {message}")

@@ -128,7 +128,8 @@ class OllamaBackend:
             ) from None
         except ollama.ResponseError as exc:
             raise self._translate(exc, model) from None
-        except ConnectionError:
+        except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
+            # The client wraps a refused connection in ConnectionError, except when streaming.
             raise BackendUnavailable(
                 f"cannot reach Ollama at {self.url}: check that it is running and accessible "
                 "from this machine (ollama.url in config.yaml, or LLM2MQTT_OLLAMA_URL)"

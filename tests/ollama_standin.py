@@ -254,6 +254,7 @@ class OllamaStandin:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
@@ -399,6 +400,20 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], standin: OllamaStandin) -> None:
         super().__init__(address, _Handler)
         self.standin = standin
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def track(self, conn: socket.socket, is_open: bool) -> None:
+        with self.connections_lock:
+            (self.connections.add if is_open else self.connections.discard)(conn)
+
+    def drop_connections(self) -> None:
+        # A real restart kills keep-alive connections too; otherwise a pooled client
+        # would keep talking to a "stopped" server.
+        with self.connections_lock:
+            for conn in self.connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
 
 def _parse_body(raw: bytes) -> JSON:
@@ -424,9 +439,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Stay quiet: tests and benchmarks must not be flooded with access logs."""
 
     def handle(self) -> None:
-        # A client hanging up mid-response must not take the server thread down.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            super().handle()
+        self.server.track(self.connection, True)
+        try:  # a client hanging up mid-response must not take the server thread down
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                super().handle()
+        finally:
+            self.server.track(self.connection, False)
 
     def _send(self, status: int, body: bytes, ctype: str = "application/json; charset=utf-8") -> None:
         self.send_response(status)
@@ -442,6 +460,10 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(obj).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
+    def do_HEAD(self) -> None:
+        """HEAD / is the Ollama CLI's heartbeat."""
+        self._send(200, b"", "text/plain; charset=utf-8")
+
     def do_GET(self) -> None:
         """Serve /, /api/version, /api/tags and /api/ps."""
         sd, path = self.server.standin, self.path.split("?")[0]
@@ -450,7 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/version":
             self._json(200, {"version": VERSION})
         elif path in ("/api/tags", "/api/ps"):
-            live = sd.loaded if path == "/api/ps" else dict.fromkeys({normalize(m) for m in set(sd.models)}, 0.0)
+            pulled = {normalize(m) for m in set(sd.models)}
+            live = sd.loaded if path == "/api/ps" else dict.fromkeys(pulled, 0.0)
             out = []
             for name, expiry in sorted(live.items()):
                 m = model_meta(name)
@@ -571,9 +594,8 @@ class _Handler(BaseHTTPRequestHandler):
         msg: JSON = {"message": {"role": "assistant", "content": text}} if endpoint == "chat" else {}
         return {"model": model, "created_at": _iso(), **(msg or {"response": text}), "done": done}
 
-    def _emit(
-        self, req: ChatRequest, content: str, start: int, load_ns: int, brk: str | None, finish: Callable[[], None]
-    ) -> None:
+    def _emit(self, req: ChatRequest, content: str, start: int, load_ns: int, brk: str | None,
+              finish: Callable[[], None]) -> None:
         sd, gen_start = self.server.standin, time.monotonic_ns()
         latency = sd.latency
         # Deterministic token estimates: ~4 characters a token, 256 tokens an image.
