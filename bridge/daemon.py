@@ -55,7 +55,7 @@ class Bridge:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.journal.defer_commits(loop.call_soon)
+        self.journal.group_commits(loop)
         self.link = MqttLink(
             self.settings.mqtt,
             self.topics,
@@ -65,7 +65,7 @@ class Bridge:
             on_published=lambda mid: self.outbox.on_published(mid),
             info=self.info_payload,
         )
-        self.outbox = Outbox(self.journal, self.link)
+        self.outbox = Outbox(self.journal, self.link, loop=loop)
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
         )

@@ -122,7 +122,7 @@ def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:
 
 
 def _draft_request(size: tuple[int, int], spec: ImageSpec, orientation: int) -> tuple[int, int] | None:
-    """Size for JPEG ``draft`` at the smallest DCT scale whose crop still fills the output, or None."""
+    """Size for JPEG ``draft``: the strongest DCT reduction whose crop still fills the output, or None."""
     if spec.max_side is None:
         return None
     width, height = size
@@ -161,7 +161,7 @@ def _crop_and_scale(image: Image.Image, shown: tuple[int, int], spec: ImageSpec)
     # takes a float box, and reducing_gap=3.0 first shrinks by whole factors (fast, same look).
     sx, sy = image.width / shown[0], image.height / shown[1]
     box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
-    return image.resize(target, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    return image.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
 def _to_working_mode(image: Image.Image) -> Image.Image:

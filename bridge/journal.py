@@ -6,6 +6,7 @@ for durability (acknowledging an MQTT message, publishing from the outbox) is re
 `after_commit`. Without a loop (the CLI, tests) every write commits at once.
 """
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -125,15 +126,20 @@ class Journal:
         self._db.executescript(_SCHEMA)
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
-        self._defer: Callable[[Callable[[], None]], object] | None = None
-        self._commit_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lazy_delay = 0.05
+        self._soon: asyncio.Handle | None = None
+        self._lazy: asyncio.TimerHandle | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     # -- transactions -----------------------------------------------------------------
 
-    def defer_commits(self, call_soon: Callable[[Callable[[], None]], object] | None) -> None:
-        """Group commits: with `loop.call_soon`, commit once per event loop iteration."""
+    def group_commits(self, loop: asyncio.AbstractEventLoop | None, *, lazy_delay: float = 0.05) -> None:
+        """Group commits on `loop`: writes something waits for (an ack, a publish) are committed
+        at the end of the loop iteration; the others ride along or go within `lazy_delay`."""
         self.commit()
-        self._defer = call_soon
+        self._loop = loop
+        self._lazy_delay = lazy_delay
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -149,28 +155,44 @@ class Journal:
             self._db.execute("RELEASE write")
             raise
         self._db.execute("RELEASE write")
-        if self._defer is None:
+        if self._loop is None:
             self.commit()
-        elif not self._commit_pending:
-            self._commit_pending = True
-            self._defer(self.commit)
+        elif self._lazy is None and self._soon is None:
+            self._lazy = self._loop.call_later(self._lazy_delay, self.commit)
 
     def commit(self) -> None:
         """Make every write so far durable, then run what waited for it."""
-        self._commit_pending = False
+        for handle in (self._soon, self._lazy):
+            if handle is not None:
+                handle.cancel()
+        self._soon = self._lazy = None
         if self._in_tx:
             self._db.execute("COMMIT")
             self._in_tx = False
         callbacks, self._after = self._after, []
-        for callback in callbacks:
+        for callback in [*callbacks, *self._listeners]:
             callback()
 
+    def on_every_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit (the outbox sends what became durable)."""
+        self._listeners.append(listener)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
     def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once everything written so far is durable."""
-        if self._in_tx:
-            self._after.append(callback)
-        else:
+        """Run `callback` once everything written so far is durable (soon: someone waits)."""
+        if not self._in_tx:
             callback()
+            return
+        self._after.append(callback)
+        self.commit_soon()
+
+    def commit_soon(self) -> None:
+        """Commit at the end of this loop iteration rather than lazily."""
+        if self._in_tx and self._loop is not None and self._soon is None:
+            self._soon = self._loop.call_soon(self.commit)
 
     def close(self) -> None:
         self.commit()

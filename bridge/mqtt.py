@@ -6,8 +6,10 @@ the loop (publish, ack) are safe: paho guards its queues with locks.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +97,7 @@ class MqttLink:
         # paho keeps QoS 1 messages published while offline and sends them on reconnect;
         # the outbox bounds how many it hands over, so paho's own queue needs no limit.
         client.max_inflight_messages_set(100)
+        client.on_socket_open = _no_delay
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
@@ -226,3 +229,9 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
         self._loop.call_soon_threadsafe(self._on_published, mid)
+
+
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """Send small packets (acks, results) at once instead of waiting out Nagle's algorithm."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

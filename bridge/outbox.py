@@ -1,13 +1,15 @@
 """The outbox pump: messages leave the journal only once the broker has them.
 
-Rows are handed to paho in order, at most `window` at a time. A QoS 1 row is deleted when
-the broker acknowledges it (PUBACK); QoS 0 when paho has written it. After a crash, rows still
-in the table are published again: delivery is at least once, and every result carries its
-job_id so a consumer can tell a repeat.
+Rows are handed to paho in order, at most `window` at a time, once the write that added them
+is committed. A QoS 1 row is deleted when the broker acknowledges it (PUBACK); QoS 0 when paho
+has written it. After a crash, rows still in the table are published again: delivery is at
+least once, and every result carries its job_id so a consumer can tell a repeat.
 """
 
+import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from bridge.journal import Journal, OutboxMessage
 
@@ -24,46 +26,62 @@ class Publisher(Protocol):
         *,
         qos: int = 1,
         retain: bool = False,
-        props: dict[str, object] | None = None,
+        props: dict[str, Any] | None = None,
     ) -> int | None: ...
 
 
 class Outbox:
     """Publishes the journal's outbox table through a `Publisher`."""
 
-    def __init__(self, journal: Journal, publisher: Publisher, *, window: int = 200) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        publisher: Publisher,
+        *,
+        window: int = 200,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self._journal = journal
         self._publisher = publisher
         self._window = window
+        self._loop = loop
         self._in_flight: dict[int, OutboxMessage] = {}  # paho mid -> outbox row
         self._last_sent = 0
-
-    def add(self, messages: list[OutboxMessage]) -> None:
-        """Queue messages durably; they are sent once the write is committed."""
-        self._journal.add_messages(messages)
-        self.notify()
-
-    def notify(self) -> None:
-        """Messages were written to the journal: send them once they are committed."""
-        self._journal.after_commit(self.pump)
+        self._maybe_more = True  # rows may wait in the table beyond what was read
+        self._delivered: list[int] = []
+        journal.on_every_commit(self.pump)
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def add(self, messages: Iterable[OutboxMessage], *, urgent: bool = True) -> None:
+        """Queue messages durably. Urgent ones make the journal commit now; others ride along."""
+        self._journal.add_messages(messages)
+        self.notify(urgent=urgent)
+
+    def notify(self, *, urgent: bool = True) -> None:
+        """Rows were written: send them after the commit."""
+        self._maybe_more = True
+        if urgent:
+            self._journal.commit_soon()
+
     def pump(self) -> None:
-        """Hand waiting rows to the publisher, up to the window."""
-        while len(self._in_flight) < self._window:
+        """Hand waiting, committed rows to the publisher, up to the window."""
+        if self._journal.in_transaction:
+            return  # uncommitted rows must not leave; this runs again after the commit
+        while self._maybe_more and len(self._in_flight) < self._window:
             room = self._window - len(self._in_flight)
             rows = self._journal.pending_messages(after=self._last_sent, limit=room)
-            if not rows:
-                return
+            if len(rows) < room:
+                self._maybe_more = False
             for row in rows:
                 mid = self._publisher.publish(
                     row.topic, row.payload, qos=row.qos, retain=row.retain, props=row.props
                 )
                 if mid is None:
-                    return  # not connected (QoS 0) or refused: try again on the next pump
+                    self._maybe_more = True
+                    return  # not connected (QoS 0) or refused: again after the next connect
                 self._in_flight[mid] = row
                 self._last_sent = row.id
 
@@ -78,13 +96,25 @@ class Outbox:
                 )
                 if new_mid is not None:
                     self._in_flight[new_mid] = row
+        self._maybe_more = True
         self.pump()
 
     def on_published(self, mid: int) -> None:
-        """The broker has the message with this mid: forget its row."""
+        """The broker has the message with this mid: its row can go."""
         row = self._in_flight.pop(mid, None)
         if row is None:
             return  # one of the link's own messages (state, info)
-        # Inside the loop's group commit, so deleting one row at a time costs no extra fsync.
-        self._journal.delete_messages([row.id])
+        self._delivered.append(row.id)
+        if len(self._delivered) == 1:
+            # One delete and one pump per loop iteration, however many acks arrived in it.
+            if self._loop is not None:
+                self._loop.call_soon(self._flush)
+            else:
+                self._flush()
+
+    def _flush(self) -> None:
+        delivered, self._delivered = self._delivered, []
+        if delivered:
+            # Nobody waits for a delete: if it is lost in a crash, the row is sent once more.
+            self._journal.delete_messages(delivered)
         self.pump()

@@ -95,7 +95,7 @@ class Runner:
             self._fail(job, f"gave up after {max_attempts} attempts{last}", state="dead")
             return
         self.running.add(job_id)
-        self._outbox.add([event(self._topics, "job_started", job.id, job.rule, self._clock())])
+        self._outbox.add([event(self._topics, "job_started", job.id, job.rule, self._clock())], urgent=False)
         try:
             outcome = await self._ask(job, rule)
         except asyncio.CancelledError:

@@ -1,5 +1,6 @@
 """What a handler is: it owns its output schema, its prompt and the parsing of the answer."""
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -98,12 +99,17 @@ class Handler(Generic[R]):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise AnswerError(f"the answer is not JSON ({exc.msg} at position {exc.pos})") from None
-        try:
-            jsonschema.validate(data, self.schema())
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "the answer"
-            raise AnswerError(f"{where}: {exc.message}") from None
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "the answer"
+            raise AnswerError(f"{where}: {error.message}")
         return self.interpret(data)
+
+    @functools.cached_property
+    def _validator(self) -> jsonschema.protocols.Validator:
+        # Built once per rule: checking the schema itself on every answer costs more than the answer.
+        schema = self.schema()
+        return jsonschema.validators.validator_for(schema)(schema)
 
 
 def confidence_property() -> dict[str, Any]:

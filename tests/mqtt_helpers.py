@@ -60,6 +60,7 @@ class Mosquitto:
             f"persistence_location {workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 20\n"
+            "set_tcp_nodelay true\n"
             f"log_dest file {workdir}/mosquitto.log\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None

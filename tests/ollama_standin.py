@@ -291,6 +291,11 @@ class OllamaStandin:
         """The next generation stalls ``seconds`` (holding its slot) before answering."""
         self._push(("hang", seconds))
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault (``fail_next(count=0)`` queues nothing; this clears)."""
+        with self._lock:
+            self._faults.clear()
+
     @property
     def parallel(self) -> int:
         """Generations run at once (OLLAMA_NUM_PARALLEL); may change while running."""
@@ -433,6 +438,8 @@ def _parse_body(raw: bytes) -> JSON:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked NDJSON, like the Go server
+    # Go's net/http sets TCP_NODELAY; without it each small NDJSON chunk waits on delayed ACKs.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -39,7 +39,7 @@ def test_bright_and_dark_snapshots_give_locked_and_unlocked(daemon, collector: C
 
     assert (first["answer"], first["state"]) == (True, "locked")
     assert (second["answer"], second["state"]) == (False, "unlocked")
-    states = [m.payload.decode() for m in collector.on("llm2mqtt/front_door_lock/state")]
+    states = [m.payload.decode() for m in collector.wait_for("llm2mqtt/front_door_lock/state", 2)]
     assert states == ["locked", "unlocked"]
     for result in (first, second):
         assert result["rule"] == "front_door_lock"

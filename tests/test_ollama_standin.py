@@ -191,6 +191,9 @@ def test_fail_next_and_script_reply(standin: OllamaStandin, client: ollama.Clien
     assert client.chat(model="llama3.2:3b", messages=ask("c")).message.content == "{not json"
     assert client.chat(model="llama3.2:3b", messages=ask("d")).message.content == "echo: d"
     assert [r.text for r in standin.requests] == ["a", "b", "b", "c", "d"]
+    standin.fail_next(503, count=5)
+    standin.clear_faults()
+    assert client.chat(model="llama3.2:3b", messages=ask("e")).message.content == "echo: e"
 
 
 def test_break_next_error_line(standin: OllamaStandin, client: ollama.Client) -> None:

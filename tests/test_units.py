@@ -233,26 +233,35 @@ def test_journal_reopens_with_open_jobs(tmp_path: Path) -> None:
 
 
 def test_group_commit_runs_callbacks_after_commit(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
-    pending: list[object] = []
-    journal.defer_commits(pending.append)
-    acked: list[str] = []
-    journal.add_job(_job("a"))
-    journal.after_commit(lambda: acked.append("a"))
-    journal.add_job(_job("b"))
-    journal.after_commit(lambda: acked.append("b"))
-    other = Journal(tmp_path / "j.sqlite3")
-    assert other.get("a") is None and acked == []  # not durable yet, not acknowledged
-    assert len(pending) == 1  # one commit scheduled for the whole group
-    journal.commit()
-    assert acked == ["a", "b"] and other.get("b") is not None
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.sqlite3")
+        journal.group_commits(asyncio.get_running_loop(), lazy_delay=0.2)
+        other = Journal(tmp_path / "j.sqlite3")
+        acked: list[str] = []
+        journal.add_job(_job("a"))
+        journal.after_commit(lambda: acked.append("a"))
+        journal.add_job(_job("b"))
+        journal.after_commit(lambda: acked.append("b"))
+        assert other.get("a") is None and acked == []  # not durable yet, not acknowledged
+        await asyncio.sleep(0)  # one loop iteration: one commit for the whole group
+        assert acked == ["a", "b"] and other.get("b") is not None
+        journal.start("a")  # nobody waits for it: committed lazily
+        await asyncio.sleep(0.01)
+        assert other.get("a").state == "queued"  # type: ignore[union-attr]
+        await asyncio.sleep(0.3)
+        assert other.get("a").state == "running"  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
 
 
 def test_failed_write_undoes_only_itself(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
-    journal.defer_commits(lambda cb: None)
-    journal.add_job(_job("a"))
-    with pytest.raises(Exception, match="UNIQUE"):
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.sqlite3")
+        journal.group_commits(asyncio.get_running_loop())
         journal.add_job(_job("a"))
-    journal.commit()
-    assert journal.get("a") is not None
+        with pytest.raises(Exception, match="UNIQUE"):
+            journal.add_job(_job("a"))
+        journal.commit()
+        assert journal.get("a") is not None
+
+    asyncio.run(scenario())

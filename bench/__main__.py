@@ -1,0 +1,43 @@
+"""Run the benchmarks: `python -m bench [name ...] [--quick]`. Prints one JSON line per benchmark."""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import spine
+from bench.common import env_note
+
+
+def _image_path(quick: bool) -> dict[str, Any]:
+    from bench.images_bench import bench_image_path
+
+    return bench_image_path(repeat=5 if quick else 15)
+
+
+BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
+    "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
+    "image_path": _image_path,
+    "memory": lambda quick: spine.memory(jobs=1000 if quick else 10_000),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", choices=[[], *BENCHES], default=[], help="benchmarks to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    args = parser.parse_args()
+    print(f"# llm2mqtt benchmarks ({env_note()})", flush=True)
+    for name in args.names or list(BENCHES):
+        started = time.perf_counter()
+        result = BENCHES[name](args.quick)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps({"bench": name, **result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
