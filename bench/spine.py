@@ -92,13 +92,20 @@ def saturation(jobs: int = 200, latency: float = 0.2, parallel: int = 2) -> dict
     }
 
 
-def _small_jpeg(seed: int) -> bytes:
-    rng = random.Random(seed)
-    image = Image.new("RGB", (64, 48), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
-    image.putpixel((seed % 64, (seed // 64) % 48), (seed % 256, 0, 0))
-    buffer = BytesIO()
-    image.save(buffer, "JPEG", quality=80)
-    return buffer.getvalue()
+class _Snapshots:
+    """Distinct camera-sized JPEGs (320x240, noisy, about 20 KB each), made cheaply."""
+
+    def __init__(self) -> None:
+        self.base = Image.effect_noise((320, 240), 64).convert("RGB")
+
+    def make(self, seed: int) -> bytes:
+        image = self.base.copy()
+        rng = random.Random(seed)
+        for _ in range(8):
+            image.putpixel((rng.randrange(320), rng.randrange(240)), (255, 0, 0))
+        buffer = BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        return buffer.getvalue()
 
 
 def memory(jobs: int = 10_000) -> dict[str, Any]:
@@ -116,8 +123,9 @@ def memory(jobs: int = 10_000) -> dict[str, Any]:
         assert daemon.proc is not None
         idle = rss_mb(daemon.proc.pid)
         payload_bytes = 0
+        snapshots = _Snapshots()
         for i in range(jobs):
-            data = _small_jpeg(i)
+            data = snapshots.make(i)
             payload_bytes += len(data)
             client.publish("bench/image", data)
             if i % 500 == 499:

@@ -13,6 +13,8 @@ from io import BytesIO
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from bridge.errors import InputError
+
 __all__ = ["ImageError", "ImageSpec", "PreparedImage", "image_size", "prepare_image", "sniff_image"]
 
 _ACCEPTED = ("JPEG", "PNG", "WEBP")
@@ -29,7 +31,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 _PILLOW_ERRORS = (*_DECODE_ERRORS, Image.DecompressionBombError, Warning)
 
 
-class ImageError(ValueError):
+class ImageError(InputError, ValueError):
     """An input that is not a usable image; the message says why, for a person."""
 
 
