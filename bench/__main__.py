@@ -27,7 +27,9 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("names", nargs="*", choices=[[], *BENCHES], default=[], help="benchmarks to run (default: all)")
+    parser.add_argument(
+        "names", nargs="*", choices=[[], *BENCHES], default=[], help="benchmarks to run (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     args = parser.parse_args()
     print(f"# llm2mqtt benchmarks ({env_note()})", flush=True)

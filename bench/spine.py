@@ -135,7 +135,9 @@ def memory(jobs: int = 10_000) -> dict[str, Any]:
         queued = 0
         while time.monotonic() < deadline:
             with sqlite3.connect(journal) as db:
-                queued = db.execute("SELECT count(*) FROM jobs WHERE state IN ('queued','running')").fetchone()[0]
+                queued = db.execute(
+                    "SELECT count(*) FROM jobs WHERE state IN ('queued','running')"
+                ).fetchone()[0]
             if queued >= jobs:
                 break
             time.sleep(0.5)

@@ -36,9 +36,7 @@ class YesNoHandler(Handler[YesNoRule]):
 
     name = "yes_no"
     rule_model = YesNoRule
-    instruction = (
-        "You answer a yes/no question about the input. answer is true for yes, false for no."
-    )
+    instruction = "You answer a yes/no question about the input. answer is true for yes, false for no."
 
     def schema(self) -> dict[str, Any]:
         properties: dict[str, Any] = {"answer": {"type": "boolean"}}

@@ -120,11 +120,24 @@ def model_meta(name: str) -> JSON:
     caps = ["embedding"] if embed else ["completion"]
     caps += ["vision"] if not embed and ("vl" in base or "llava" in base) else []
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
-    details = {"parent_model": "", "format": "gguf", "family": family, "families": [family],
-               "parameter_size": size, "quantization_level": "F16" if embed else "Q4_K_M"}
-    return {"name": full, "params": int(params), "size": int(params * (2.0 if embed else 0.6)),
-            "digest": hashlib.sha256(full.encode()).hexdigest(), "details": details,
-            "capabilities": caps, "family": family, "context": 2048 if embed else 32768}
+    details = {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": size,
+        "quantization_level": "F16" if embed else "Q4_K_M",
+    }
+    return {
+        "name": full,
+        "params": int(params),
+        "size": int(params * (2.0 if embed else 0.6)),
+        "digest": hashlib.sha256(full.encode()).hexdigest(),
+        "details": details,
+        "capabilities": caps,
+        "family": family,
+        "context": 2048 if embed else 32768,
+    }
 
 
 def embed_text(text: str) -> list[float]:
@@ -189,8 +202,11 @@ def _fill(schema: Any, root: JSON, name: str, req: ChatRequest) -> Any:
         return [_fill(item, root, name, req) for _ in range(int(schema.get("minItems", 0)))]
     if kind == "object":
         props: JSON = schema.get("properties", {})
-        return {k: _fill(v, root, k, req) for k, v in props.items()
-                if k in schema.get("required", []) or k == "confidence"}
+        return {
+            k: _fill(v, root, k, req)
+            for k, v in props.items()
+            if k in schema.get("required", []) or k == "confidence"
+        }
     if any(word in name.lower() for word in ("description", "text", "summary")):
         if req.images:
             return f"an image with mean brightness {req.brightness[-1]:.0f}"
@@ -215,8 +231,15 @@ class OllamaStandin:
     """
 
     def __init__(
-        self, models: Sequence[str] = DEFAULT_MODELS, *, parallel: int = 1, max_queue: int = 512,
-        latency: float = 0.0, load_delay: float = 0.0, host: str = "127.0.0.1", port: int = 0,
+        self,
+        models: Sequence[str] = DEFAULT_MODELS,
+        *,
+        parallel: int = 1,
+        max_queue: int = 512,
+        latency: float = 0.0,
+        load_delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.models: set[str] = {normalize(m) for m in models}
         self.latency, self.load_delay, self.max_queue = latency, load_delay, max_queue
@@ -241,8 +264,12 @@ class OllamaStandin:
         self._server = _Server((self.host, self.port), self)
         self.port = self._server.server_address[1]
         # A short poll interval keeps stop() fast: shutdown() waits for one poll.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="ollama-standin")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="ollama-standin",
+        )
         self._thread.start()
         return self
 
@@ -520,11 +547,26 @@ class _Handler(BaseHTTPRequestHandler):
     def _show(self, body: JSON) -> None:
         m = model_meta(self._model(body, "model '{}' not found"))  # /api/show words it differently
         fam = m["family"]
-        info = {"general.architecture": fam, "general.parameter_count": m["params"], "general.file_type": 15,
-                f"{fam}.context_length": m["context"], f"{fam}.embedding_length": 2048}
-        self._json(200, {"license": "", "modelfile": f"FROM {m['name']}\n", "parameters": "temperature 0.7",
-                         "template": "{{ .Prompt }}", "details": m["details"], "model_info": info,
-                         "capabilities": m["capabilities"], "modified_at": _iso()})
+        info = {
+            "general.architecture": fam,
+            "general.parameter_count": m["params"],
+            "general.file_type": 15,
+            f"{fam}.context_length": m["context"],
+            f"{fam}.embedding_length": 2048,
+        }
+        self._json(
+            200,
+            {
+                "license": "",
+                "modelfile": f"FROM {m['name']}\n",
+                "parameters": "temperature 0.7",
+                "template": "{{ .Prompt }}",
+                "details": m["details"],
+                "model_info": info,
+                "capabilities": m["capabilities"],
+                "modified_at": _iso(),
+            },
+        )
 
     def _embed(self, body: JSON) -> None:
         sd, start, name = self.server.standin, time.monotonic_ns(), self._model(body)
@@ -533,9 +575,16 @@ class _Handler(BaseHTTPRequestHandler):
         texts = [given] if isinstance(given, str) else [str(t) for t in given]
         load_ns = sd._use_model(normalize(name), keep)
         sd._done_with_model(normalize(name), keep)
-        self._json(200, {"model": name, "embeddings": [embed_text(t) for t in texts],
-                         "total_duration": time.monotonic_ns() - start, "load_duration": max(1, load_ns),
-                         "prompt_eval_count": sum(len(t) // 4 + 1 for t in texts)})
+        self._json(
+            200,
+            {
+                "model": name,
+                "embeddings": [embed_text(t) for t in texts],
+                "total_duration": time.monotonic_ns() - start,
+                "load_duration": max(1, load_ns),
+                "prompt_eval_count": sum(len(t) // 4 + 1 for t in texts),
+            },
+        )
 
     def _generate(self, body: JSON, endpoint: Literal["chat", "generate"]) -> None:
         sd, start, name = self.server.standin, time.monotonic_ns(), self._model(body)
@@ -548,8 +597,9 @@ class _Handler(BaseHTTPRequestHandler):
             empty = not messages
         else:
             messages = [{"role": "system", "content": body["system"]}] if body.get("system") else []
-            messages.append({"role": "user", "content": str(body.get("prompt") or ""),
-                             "images": body.get("images") or []})
+            messages.append(
+                {"role": "user", "content": str(body.get("prompt") or ""), "images": body.get("images") or []}
+            )
             empty = not body.get("prompt")
         if empty:  # preload (or keep_alive=0: unload) request, answered with one JSON object
             if keep == 0:
@@ -564,10 +614,17 @@ class _Handler(BaseHTTPRequestHandler):
         options = body.get("options")
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         req = ChatRequest(
-            model=name, messages=messages, format=body.get("format") or None,
-            options=options if isinstance(options, dict) else {}, keep_alive=body.get("keep_alive"),
-            images=[d for d, _ in loaded], brightness=[b for _, b in loaded], endpoint=endpoint,
-            text=str(last_user.get("content") or ""), stream=body.get("stream") is not False)
+            model=name,
+            messages=messages,
+            format=body.get("format") or None,
+            options=options if isinstance(options, dict) else {},
+            keep_alive=body.get("keep_alive"),
+            images=[d for d, _ in loaded],
+            brightness=[b for _, b in loaded],
+            endpoint=endpoint,
+            text=str(last_user.get("content") or ""),
+            stream=body.get("stream") is not False,
+        )
         kind, arg = sd._record(req)
         if kind == "fail":
             self._json(arg[0], arg[1])
@@ -601,8 +658,15 @@ class _Handler(BaseHTTPRequestHandler):
         msg: JSON = {"message": {"role": "assistant", "content": text}} if endpoint == "chat" else {}
         return {"model": model, "created_at": _iso(), **(msg or {"response": text}), "done": done}
 
-    def _emit(self, req: ChatRequest, content: str, start: int, load_ns: int, brk: str | None,
-              finish: Callable[[], None]) -> None:
+    def _emit(
+        self,
+        req: ChatRequest,
+        content: str,
+        start: int,
+        load_ns: int,
+        brk: str | None,
+        finish: Callable[[], None],
+    ) -> None:
         sd, gen_start = self.server.standin, time.monotonic_ns()
         latency = sd.latency
         # Deterministic token estimates: ~4 characters a token, 256 tokens an image.
@@ -612,10 +676,14 @@ class _Handler(BaseHTTPRequestHandler):
         def final(text: str) -> JSON:
             gen_ns = time.monotonic_ns() - gen_start
             return self._piece(req.endpoint, req.model, text, True) | {
-                "done_reason": "stop", "total_duration": time.monotonic_ns() - start,
-                "load_duration": max(1, load_ns), "prompt_eval_count": max(1, prompt_tokens),
-                "prompt_eval_duration": max(1, gen_ns // 5), "eval_count": len(content) // 4 + 1,
-                "eval_duration": max(1, gen_ns - gen_ns // 5)}
+                "done_reason": "stop",
+                "total_duration": time.monotonic_ns() - start,
+                "load_duration": max(1, load_ns),
+                "prompt_eval_count": max(1, prompt_tokens),
+                "prompt_eval_duration": max(1, gen_ns // 5),
+                "eval_count": len(content) // 4 + 1,
+                "eval_duration": max(1, gen_ns - gen_ns // 5),
+            }
 
         if not req.stream:
             sd._sleep(latency)
@@ -662,8 +730,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-queue", type=int, default=512)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     a = p.parse_args(argv)
-    standin = OllamaStandin([m for m in a.models.split(",") if m], parallel=a.parallel, max_queue=a.max_queue,
-                            latency=a.latency, load_delay=a.load_delay, host=a.host, port=a.port)
+    standin = OllamaStandin(
+        [m for m in a.models.split(",") if m],
+        parallel=a.parallel,
+        max_queue=a.max_queue,
+        latency=a.latency,
+        load_delay=a.load_delay,
+        host=a.host,
+        port=a.port,
+    )
     with standin:
         print(f"ollama stand-in listening on {standin.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

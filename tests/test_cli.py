@@ -18,7 +18,12 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("LLM2MQTT_")}
     full_env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, env=full_env, timeout=60, check=False
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -29,10 +34,15 @@ def test_check_accepts_the_shipped_config() -> None:
 
 
 def test_check_lists_every_problem_and_exits_2(write_config) -> None:
-    path = write_config([{"name": "x", "handler": "yes_no", "model": "m", "prompt": "p", "colour": "red"}], mqtt={"url": "nope://"})
+    path = write_config(
+        [{"name": "x", "handler": "yes_no", "model": "m", "prompt": "p", "colour": "red"}],
+        mqtt={"url": "nope://"},
+    )
     done = cli("check", "-c", str(path))
     assert done.returncode == 2
-    assert "mqtt.url" in done.stderr and "colour" in done.stderr and "unknown key" in done.stderr
+    assert "mqtt.url" in done.stderr
+    assert "colour" in done.stderr
+    assert "unknown key" in done.stderr
     assert "2 problem(s) found" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -40,7 +50,8 @@ def test_check_lists_every_problem_and_exits_2(write_config) -> None:
 def test_config_from_environment_variable(write_config) -> None:
     path = write_config()
     done = cli("check", env={"LLM2MQTT_CONFIG": str(path)})
-    assert done.returncode == 0 and str(path) in done.stdout
+    assert done.returncode == 0
+    assert str(path) in done.stdout
 
 
 @pytest.mark.broker
@@ -64,7 +75,9 @@ def test_check_live_reports_unreachable_broker_and_ollama(write_config) -> None:
     assert "cannot reach Ollama at http://127.0.0.1:9" in done.stderr
 
 
-def test_try_runs_a_rule_on_an_image_without_a_broker(write_config, ollama: OllamaStandin, tmp_path: Path) -> None:
+def test_try_runs_a_rule_on_an_image_without_a_broker(
+    write_config, ollama: OllamaStandin, tmp_path: Path
+) -> None:
     path = write_config(ollama={"url": ollama.url}, mqtt={"url": "mqtt://127.0.0.1:9"})
     image = tmp_path / "door.jpg"
     image.write_bytes(jpeg(30, size=(1600, 1200)))
@@ -73,7 +86,8 @@ def test_try_runs_a_rule_on_an_image_without_a_broker(write_config, ollama: Olla
     result = json.loads(done.stdout)
     assert (result["answer"], result["state"]) == (False, "unlocked")
     assert result["image"]["width"] == 256
-    assert result["timings"]["llm"] > 0 and result["tokens"]["prompt"] > 0
+    assert result["timings"]["llm"] > 0
+    assert result["tokens"]["prompt"] > 0
 
 
 def test_try_with_text_and_errors(write_config, ollama: OllamaStandin, tmp_path: Path) -> None:
@@ -82,13 +96,16 @@ def test_try_with_text_and_errors(write_config, ollama: OllamaStandin, tmp_path:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["label"] == "shopping"
     missing = cli("try", "nope", "--text", "x", "-c", str(path))
-    assert missing.returncode == 2 and "unknown rule 'nope'" in missing.stderr
+    assert missing.returncode == 2
+    assert "unknown rule 'nope'" in missing.stderr
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     bad = cli("try", "front_door_lock", "--image", str(tmp_path / "bad.jpg"), "-c", str(path))
-    assert bad.returncode == 2 and "not a JPEG, PNG or WebP" in bad.stderr
+    assert bad.returncode == 2
+    assert "not a JPEG, PNG or WebP" in bad.stderr
     ollama.models = set()
     gone = cli("try", "message_topic", "--text", "x", "-c", str(path))
-    assert gone.returncode == 1 and "ollama pull qwen2.5:3b" in gone.stderr
+    assert gone.returncode == 1
+    assert "ollama pull qwen2.5:3b" in gone.stderr
 
 
 def test_schema_is_a_valid_json_schema_that_accepts_the_shipped_rule() -> None:

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 def _send(collector: Collector, count: int, prefix: str = "n") -> list[str]:
     ids = [f"{prefix}{i}" for i in range(count)]
     for ident in ids:
-        collector.publish("llm2mqtt/message_topic/run", json.dumps({"id": ident, "text": f"shopping list {ident}"}))
+        collector.publish(
+            "llm2mqtt/message_topic/run", json.dumps({"id": ident, "text": f"shopping list {ident}"})
+        )
     return ids
 
 
@@ -53,7 +55,9 @@ def test_stop_leaves_jobs_queued_and_restart_finishes_each_once(
     assert "resuming" in first.output()
 
 
-def test_broker_restart_mid_stream_loses_nothing(daemon, collector: Collector, broker: Mosquitto, ollama: OllamaStandin) -> None:
+def test_broker_restart_mid_stream_loses_nothing(
+    daemon, collector: Collector, broker: Mosquitto, ollama: OllamaStandin
+) -> None:
     ollama.latency = 0.1
     daemon()
     collector.wait_for("llm2mqtt/bridge/state")
@@ -90,7 +94,9 @@ def test_kill_9_mid_job_redoes_it_once(daemon, collector: Collector, ollama: Oll
     assert len(ollama.requests) == 2
 
 
-def test_input_sent_while_daemon_is_down_is_delivered_later(daemon, collector: Collector, ollama: OllamaStandin) -> None:
+def test_input_sent_while_daemon_is_down_is_delivered_later(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
     first = daemon()
     collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
     first.stop()
@@ -100,7 +106,9 @@ def test_input_sent_while_daemon_is_down_is_delivered_later(daemon, collector: C
     assert sorted(_result_ids(collector)) == sorted(ids)
 
 
-def test_duplicate_id_and_repeated_payload_run_once(daemon, collector: Collector, ollama: OllamaStandin) -> None:
+def test_duplicate_id_and_repeated_payload_run_once(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
     daemon()
     collector.wait_for("llm2mqtt/bridge/state")
     body = json.dumps({"id": "same", "text": "buy eggs"})
@@ -108,7 +116,9 @@ def test_duplicate_id_and_repeated_payload_run_once(daemon, collector: Collector
     collector.publish("llm2mqtt/message_topic/run", json.dumps({"id": "same", "text": "buy eggs again"}))
     collector.publish("home/messages/in", "the window is broken")
     collector.publish("home/messages/in", "the window is broken")
-    skipped = collector.wait_for("llm2mqtt/bridge/event", 2, where=lambda m: m.json()["type"] == "job_skipped")
+    skipped = collector.wait_for(
+        "llm2mqtt/bridge/event", 2, where=lambda m: m.json()["type"] == "job_skipped"
+    )
     assert {s.json()["reason"] for s in skipped} == {"duplicate"}
     collector.wait_for("llm2mqtt/message_topic/result", 2)
     time.sleep(0.5)

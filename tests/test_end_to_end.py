@@ -22,14 +22,17 @@ def test_bridge_announces_itself_online_with_info(daemon, collector: Collector, 
         info = late.wait_for("llm2mqtt/bridge/info")[0]
     finally:
         late.close()
-    assert state.retain and state.json() == {"state": "online"}
+    assert state.retain
+    assert state.json() == {"state": "online"}
     assert info.retain
     info = info.json()
     assert {r["name"] for r in info["rules"]} == {"front_door_lock", "message_topic"}
     assert "qwen2.5vl:3b" in info["models"]
 
 
-def test_bright_and_dark_snapshots_give_locked_and_unlocked(daemon, collector: Collector, ollama: OllamaStandin) -> None:
+def test_bright_and_dark_snapshots_give_locked_and_unlocked(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
     daemon()
     collector.wait_for("llm2mqtt/bridge/state")
     collector.publish("cameras/front_door/snapshot", jpeg(230))
@@ -46,18 +49,23 @@ def test_bright_and_dark_snapshots_give_locked_and_unlocked(daemon, collector: C
         assert result["source"] == "mqtt:cameras/front_door/snapshot"
         assert result["model"] == "qwen2.5vl:3b"
         assert set(result["timings"]) == {"queued", "llm", "load", "total"}
-        assert result["tokens"]["prompt"] > 0 and result["tokens"]["eval"] > 0
+        assert result["tokens"]["prompt"] > 0
+        assert result["tokens"]["eval"] > 0
         assert result["image"] == {"width": 256, "height": 192}
     # The stand-in really saw the prepared image, structured output was asked, temperature 0.
     request = ollama.requests[0]
     assert request.brightness[0] > 200
     assert request.format["properties"]["answer"] == {"type": "boolean"}
     assert request.options["temperature"] == 0
-    events = [m.json() for m in collector.on("llm2mqtt/bridge/event") if m.json()["job_id"] == first["job_id"]]
+    events = [
+        m.json() for m in collector.on("llm2mqtt/bridge/event") if m.json()["job_id"] == first["job_id"]
+    ]
     assert [e["type"] for e in events] == ["job_queued", "job_started", "job_done"]
 
 
-def test_json_input_with_base64_png_and_template_fields(daemon, collector: Collector, ollama: OllamaStandin) -> None:
+def test_json_input_with_base64_png_and_template_fields(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
     rule = {
         "name": "room_light",
         "handler": "yes_no",
@@ -71,7 +79,9 @@ def test_json_input_with_base64_png_and_template_fields(daemon, collector: Colle
     body = {"id": "req-1", "image": base64.b64encode(png(240)).decode(), "room": "kitchen"}
     collector.publish("llm2mqtt/room_light/run", json.dumps(body))
     result = collector.wait_for("llm2mqtt/room_light/result")[0].json()
-    assert result["answer"] is True and result["state"] == "y" and result["id"] == "req-1"
+    assert result["answer"] is True
+    assert result["state"] == "y"
+    assert result["id"] == "req-1"
     assert "kitchen" in ollama.requests[0].text
 
 
@@ -81,7 +91,9 @@ def test_text_classify_and_mqtt5_response_topic(daemon, collector: Collector) ->
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = "replies/abc"
     props.CorrelationData = b"\x01corr"
-    collector.publish("llm2mqtt/message_topic/run", "the front door alarm is beeping, check security", props=props)
+    collector.publish(
+        "llm2mqtt/message_topic/run", "the front door alarm is beeping, check security", props=props
+    )
     reply = collector.wait_for("replies/abc")[0]
     assert reply.correlation_data == b"\x01corr"
     assert reply.json()["label"] == "security"

@@ -127,13 +127,20 @@ def test_image_brightness_drives_schema_answer(standin: OllamaStandin, client: o
 def test_enum_confidence_and_pydantic_refs(client: ollama.Client) -> None:
     schema = {
         "type": "object",
-        "properties": {"state": {"type": "string", "enum": ["open", "closed", "unknown"]},
-                       "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                       "description": {"type": "string"}, "extra": {"type": "integer"}},
+        "properties": {
+            "state": {"type": "string", "enum": ["open", "closed", "unknown"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "description": {"type": "string"},
+            "extra": {"type": "integer"},
+        },
         "required": ["state", "description"],
     }
-    out = json.loads(client.chat(model="qwen2.5:3b", messages=ask("The garage door is Closed."),
-                                 format=schema).message.content or "")
+    out = json.loads(
+        client.chat(
+            model="qwen2.5:3b", messages=ask("The garage door is Closed."), format=schema
+        ).message.content
+        or ""
+    )
     assert out == {"state": "closed", "confidence": 0.9, "description": "echo: The garage door is Closed."}
 
     class Door(BaseModel):
@@ -247,6 +254,7 @@ def test_parallel_limits_concurrency(standin: OllamaStandin) -> None:
 
 def test_full_queue_answers_503(standin: OllamaStandin, client: ollama.Client) -> None:
     standin.max_queue, standin.latency = 0, 0.3
+
     def occupy() -> None:
         with ollama.Client(host=standin.url) as c:
             c.chat(model=VL, messages=ask("a"))
@@ -310,8 +318,10 @@ def test_parse_keep_alive() -> None:
 
 
 def test_embed_vectors(client: ollama.Client) -> None:
-    resp = client.embed(model="nomic-embed-text",
-                        input=["the cat sat on the mat", "the cat sat on a mat", "quantum chromodynamics"])
+    resp = client.embed(
+        model="nomic-embed-text",
+        input=["the cat sat on the mat", "the cat sat on a mat", "quantum chromodynamics"],
+    )
     a, b, c = ([float(x) for x in v] for v in resp.embeddings)
     assert len(a) == 64
     assert all(math.isclose(sum(x * x for x in v), 1.0) for v in (a, b, c))
@@ -370,9 +380,10 @@ def test_responder_override_and_client_hangup(standin: OllamaStandin, client: ol
     assert "ZeroDivisionError" in err.value.error
 
     standin.responder, standin.latency = None, 0.3
-    with httpx.Client(base_url=standin.url) as raw, raw.stream(
-        "POST", "/api/chat", json={"model": VL, "messages": ask("long text " * 20)}
-    ) as resp:
+    with (
+        httpx.Client(base_url=standin.url) as raw,
+        raw.stream("POST", "/api/chat", json={"model": VL, "messages": ask("long text " * 20)}) as resp,
+    ):
         next(resp.iter_lines())  # hang up after the first chunk
     standin.latency = 0.0
     assert client.chat(model=VL, messages=ask("still alive")).message.content == "echo: still alive"
