@@ -11,6 +11,7 @@ import paho.mqtt.client as paho
 
 from bridge import __version__
 from bridge.config import Config
+from bridge.extensions import Extension, build_extensions
 from bridge.intake import Intake, Submission
 from bridge.journal import Journal
 from bridge.mqtt import Inbound, MqttLink
@@ -42,6 +43,8 @@ class Bridge:
         self._clock = clock
         self._stop = asyncio.Event()
         self._accepting = False
+        self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
+        self.extensions: list[Extension] = []
         # Created in run(): they need the running loop.
         self.link: MqttLink
         self.outbox: Outbox
@@ -80,6 +83,10 @@ class Bridge:
             self.settings,
             clock=self._clock,
         )
+        self.extensions = build_extensions(self)
+        self.runner.extensions = self.extensions
+        for extension in self.extensions:
+            await extension.start(self)
         resumed = self._resume()
         if resumed:
             log.info("resuming %d job(s) from the journal", resumed)
@@ -145,6 +152,11 @@ class Bridge:
             await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
+        for extension in self.extensions:
+            try:
+                await extension.stop()
+            except Exception:
+                log.exception("extension %s failed to stop cleanly", extension.name)
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
         self.link.stop()
@@ -163,6 +175,21 @@ class Bridge:
 
     def _on_connected(self) -> None:
         self.outbox.on_connected()
+        for extension in self.extensions:
+            extension.on_connected()
+
+    # -- for extensions ----------------------------------------------------------------
+
+    def route(self, topic_filter: str, handler: Callable[[Inbound], None], qos: int = 1) -> None:
+        """Subscribe and send matching messages to `handler` (on the loop). The message is
+        acknowledged when the handler returns; a handler that needs durability first
+        journals what it must and registers nothing else."""
+        self._routes.append((topic_filter, handler))
+        self.link.subscribe(topic_filter, qos)
+
+    def submit(self, submission: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
+        """Queue a job from any source; `on_durable` runs once it is safe in the journal."""
+        return self.intake.submit(submission, on_durable)
 
     def _on_message(self, message: Inbound) -> None:
         if not self._accepting:
@@ -173,6 +200,14 @@ class Bridge:
                 "topic": message.response_topic,
                 "correlation_data": message.correlation_data.hex() if message.correlation_data else None,
             }
+        for topic_filter, handler in self._routes:
+            if paho.topic_matches_sub(topic_filter, message.topic):
+                try:
+                    handler(message)
+                except Exception:
+                    log.exception("handling a message on %s failed", message.topic)
+                self.journal.after_commit(lambda: self.link.ack(message))
+                return
         run_rule = self.topics.rule_of_run_topic(message.topic)
         if run_rule is not None:
             targets = [(run_rule, True)]

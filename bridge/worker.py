@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,7 @@ import httpx
 
 from bridge.config import LimitsSettings, Settings
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
+from bridge.extensions import Extension
 from bridge.fetch import fetch_image
 from bridge.images import ImageError, ImageSpec, PreparedImage, prepare_image
 from bridge.journal import Job, Journal
@@ -42,6 +43,12 @@ class RuleStats:
             "model_calls": self.model_calls,
             "mean_model_ms": round(mean, 1) if mean is not None else None,
         }
+
+
+class _Skipped(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Runner:
         self._clock = clock
         self.stats: dict[str, RuleStats] = {name: RuleStats() for name in rules}
         self.running: set[str] = set()
+        self.extensions: Sequence[Extension] = ()
 
     async def run(self, job_id: str) -> None:
         """Run one job to an outcome: done, failed, dead, or back in the queue."""
@@ -102,6 +110,8 @@ class Runner:
             # Stopping: the job goes back to the queue and this run does not count.
             self._journal.requeue(job.id, not_before=0, error=job.error, refund=True)
             raise
+        except _Skipped as skip:
+            self._skip(job, skip.reason)
         except BackendUnavailable as exc:
             self._retry_or_give_up(job, str(exc))
         except (InputError, ImageError, BackendError, AnswerError) as exc:
@@ -127,6 +137,10 @@ class Runner:
             stats.model_calls += 1
             stats.model_ms += reply.wall_ms
 
+        for extension in self.extensions:
+            reason = extension.before_model(job, rule, image)
+            if reason:
+                raise _Skipped(reason)
         outcome = await ask_model(self._backend, self._handlers[rule.name], rule, prompt, on_reply=count)
         outcome.image = image
         return outcome
@@ -170,7 +184,16 @@ class Runner:
             result["image"] = {"width": outcome.image.width, "height": outcome.image.height}
         self.stats[rule.name].done += 1
         messages = done_messages(self._topics, rule, job, result, outcome.answer.state, now)
+        for extension in self.extensions:
+            messages += extension.after_done(job, rule, result, outcome.answer.state, outcome.image)
         self._journal.finish(job.id, "done", result=result, messages=messages)
+        self._outbox.notify()
+
+    def _skip(self, job: Job, reason: str) -> None:
+        now = self._clock()
+        log.debug("%s: job %s skipped: %s", job.rule, job.id, reason)
+        messages = [event(self._topics, "job_skipped", job.id, job.rule, now, reason=reason)]
+        self._journal.finish(job.id, "skipped", error=reason, messages=messages)
         self._outbox.notify()
 
     def _retry_or_give_up(self, job: Job, error: str) -> None:
@@ -197,6 +220,8 @@ class Runner:
         if job.rule in self.stats:
             self.stats[job.rule].failed += 1
         messages = failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, job=job)
+        for extension in self.extensions:
+            messages += extension.after_failed(job, error)
         self._journal.finish(job.id, "dead" if state == "dead" else "failed", error=error, messages=messages)
         self._outbox.notify()
 
