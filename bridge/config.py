@@ -7,7 +7,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.rules import RuleBase, StrictModel
+from bridge.basemodel import StrictModel
+from bridge.rules import RuleBase
 from bridge.units import Duration, Size
 
 DEFAULT_MQTT_URL = "mqtt://localhost:1883"

@@ -3,18 +3,13 @@
 from typing import Any, Literal
 
 from jinja2 import TemplateSyntaxError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from bridge.basemodel import StrictModel
 from bridge.templates import compile_template
 from bridge.units import Duration
 
 RULE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
-
-
-class StrictModel(BaseModel):
-    """A configuration model in which an unknown key is an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MqttInput(StrictModel):
