@@ -4,7 +4,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bridge.rules import RuleBase, StrictModel
+from bridge.basemodel import StrictModel
+from bridge.rules import RuleBase
 from handlers.base import Answer, Handler, confidence_property
 
 
