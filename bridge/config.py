@@ -132,6 +132,9 @@ class Settings(StrictModel):
     data_dir: str = Field("data", description="Journal and images; relative to config.yaml")
     rules_dir: str = Field("rules", description="Folder of rule files; relative to config.yaml")
     shutdown_grace: Duration = Field(30, description="On stop, how long running jobs may take to finish")
+    stats_interval: Duration = Field(
+        10, gt=0, description="How often llm2mqtt/bridge/stats is refreshed (when it changed)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

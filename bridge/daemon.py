@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -44,6 +45,7 @@ class Bridge:
         self._stop = asyncio.Event()
         self._accepting = False
         self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
+        self._last_stats = b""
         self.extensions: list[Extension] = []
         # Created in run(): they need the running loop.
         self.link: MqttLink
@@ -128,11 +130,36 @@ class Bridge:
             await self.runner.run(job_id)
 
     async def _housekeeping(self) -> None:
+        last_prune = 0.0
         while True:
-            removed = self.journal.prune(self.settings.journal.retention)
-            if removed:
-                log.info("pruned %d finished job(s) past retention", removed)
-            await asyncio.sleep(PRUNE_EVERY)
+            if time.monotonic() - last_prune >= PRUNE_EVERY:
+                last_prune = time.monotonic()
+                removed = self.journal.prune(self.settings.journal.retention)
+                if removed:
+                    log.info("pruned %d finished job(s) past retention", removed)
+            self._publish_stats()
+            await asyncio.sleep(self.settings.stats_interval)
+
+    def stats_payload(self) -> dict[str, Any]:
+        """bridge/stats: how busy the bridge is, per rule and in all."""
+        rules = {name: stats.as_dict() for name, stats in self.runner.stats.items()}
+        latest = [s.last_model_ms for s in self.runner.stats.values() if s.last_model_ms is not None]
+        return {
+            "queue_depth": len(self.queue),
+            "running": len(self.runner.running),
+            "jobs_failed": sum(s.failed for s in self.runner.stats.values()) + self.intake.counts["rejected"],
+            "jobs_done": sum(s.done for s in self.runner.stats.values()),
+            "last_model_ms": round(latest[-1], 1) if latest else None,
+            "outbox": self.outbox.in_flight,
+            "rules": rules,
+        }
+
+    def _publish_stats(self) -> None:
+        payload = json.dumps(self.stats_payload(), sort_keys=True).encode()
+        if payload != self._last_stats and self.link.connected:
+            # Retained QoS 0: a snapshot that the next one replaces; not worth the outbox.
+            self.link.publish(self.topics.stats, payload, qos=0, retain=True)
+            self._last_stats = payload
 
     async def _shutdown(self, workers: list[asyncio.Task[None]], housekeeping: asyncio.Task[None]) -> None:
         log.info("stopping: no new input; letting running jobs finish")

@@ -22,6 +22,10 @@ class Topics:
         return f"{self.base}/bridge/event"
 
     @property
+    def stats(self) -> str:
+        return f"{self.base}/bridge/stats"
+
+    @property
     def run_filter(self) -> str:
         return f"{self.base}/+/run"
 

@@ -34,6 +34,7 @@ class RuleStats:
     failed: int = 0
     model_calls: int = 0
     model_ms: float = 0.0
+    last_model_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         mean = self.model_ms / self.model_calls if self.model_calls else None
@@ -42,6 +43,7 @@ class RuleStats:
             "failed": self.failed,
             "model_calls": self.model_calls,
             "mean_model_ms": round(mean, 1) if mean is not None else None,
+            "last_model_ms": round(self.last_model_ms, 1) if self.last_model_ms is not None else None,
         }
 
 
@@ -136,6 +138,7 @@ class Runner:
         def count(reply: LlmReply) -> None:
             stats.model_calls += 1
             stats.model_ms += reply.wall_ms
+            stats.last_model_ms = reply.wall_ms
 
         for extension in self.extensions:
             reason = extension.before_model(job, rule, image)

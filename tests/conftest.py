@@ -72,6 +72,7 @@ def daemon_config(
             "ollama": {"url": ollama.url, "retries": 1, "retry_backoff": 0.05, "timeout": 10},
             "journal": {"retry_delay": 0.2, "dedupe_window": 10},
             "shutdown_grace": 5,
+            "stats_interval": 0.3,
             "log_level": "debug",
         }
         for key, value in overrides.items():

@@ -98,3 +98,64 @@ def test_text_classify_and_mqtt5_response_topic(daemon, collector: Collector) ->
     assert reply.correlation_data == b"\x01corr"
     assert reply.json()["label"] == "security"
     assert collector.wait_for("llm2mqtt/message_topic/state")[0].payload == b"security"
+
+
+def test_stats_topic_counts_jobs_per_rule(daemon, collector: Collector) -> None:
+    daemon()
+    collector.wait_for("llm2mqtt/bridge/state")
+    collector.publish("llm2mqtt/message_topic/run", "buy bread for shopping")
+    collector.publish("cameras/front_door/snapshot", b"\xff\xfe neither image nor text")
+    collector.wait_for("llm2mqtt/message_topic/result")
+
+    def settled(m) -> bool:
+        stats = m.json()
+        return stats["jobs_done"] == 1 and stats["jobs_failed"] == 1 and stats["queue_depth"] == 0
+
+    stats = collector.wait_for("llm2mqtt/bridge/stats", where=settled)[-1].json()
+    assert stats["rules"]["message_topic"]["done"] == 1
+    assert stats["rules"]["message_topic"]["model_calls"] == 1
+    assert stats["last_model_ms"] is not None
+    assert stats["running"] == 0
+
+
+def test_image_url_is_fetched(daemon, collector: Collector, ollama: OllamaStandin, tmp_path) -> None:
+    import http.server
+    import threading
+
+    image = jpeg(235)
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = (image, "image/jpeg") if self.path == "/snap.jpg" else (b"<html></html>", "text/html")
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        daemon()
+        collector.wait_for("llm2mqtt/bridge/state")
+        base = f"http://127.0.0.1:{server.server_port}"
+        collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": f"{base}/snap.jpg"}))
+        result = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
+        assert result["state"] == "locked"
+        assert ollama.requests[0].brightness[0] > 200
+        collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": f"{base}/page.html"}))
+        error = collector.wait_for("llm2mqtt/front_door_lock/error")[0].json()
+        assert "sent text/html, not an image" in error["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_mqtt_311_works_too(daemon, collector: Collector) -> None:
+    daemon(mqtt={"protocol": "3.1.1"})
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    collector.publish("cameras/front_door/snapshot", jpeg(10))
+    assert collector.wait_for("llm2mqtt/front_door_lock/state")[0].payload == b"unlocked"
