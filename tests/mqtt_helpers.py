@@ -54,6 +54,8 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
+            # Started as root, Mosquitto would drop to its own user and could not write here.
+            "user root\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

@@ -124,3 +124,37 @@ def test_duplicate_id_and_repeated_payload_run_once(
     time.sleep(0.5)
     assert len(collector.on("llm2mqtt/message_topic/result")) == 2
     assert len(ollama.requests) == 2
+
+
+def test_stop_past_grace_requeues_the_running_job_without_counting_it(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
+    ollama.latency = 30.0
+    first = daemon(shutdown_grace=0.5)
+    collector.wait_for("llm2mqtt/bridge/state")
+    _send(collector, 1, prefix="g")
+    collector.wait_for("llm2mqtt/bridge/event", where=lambda m: m.json()["type"] == "job_started")
+    started = time.monotonic()
+    assert first.stop() == 0
+    assert time.monotonic() - started < 10  # did not wait for the model's 30 s
+    with sqlite3.connect(first.config.parent / "data" / "journal.sqlite3") as db:
+        state, attempts = db.execute("SELECT state, attempts FROM jobs").fetchone()
+    assert (state, attempts) == ("queued", 0)
+    ollama.latency = 0.0
+    daemon()
+    assert collector.wait_for("llm2mqtt/message_topic/result")[0].json()["id"] == "g0"
+
+
+def test_retained_input_is_not_judged_again_after_restart(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
+    from tests.samples import jpeg
+
+    collector.publish("cameras/front_door/snapshot", jpeg(200), retain=True)
+    first = daemon()
+    collector.wait_for("llm2mqtt/front_door_lock/result")
+    first.stop()
+    daemon()
+    collector.wait_for("llm2mqtt/bridge/event", where=lambda m: m.json()["type"] == "job_skipped")
+    time.sleep(0.5)
+    assert len(ollama.requests) == 1
