@@ -18,6 +18,7 @@ LOCK_RULE: dict[str, Any] = {
     "labels": {"true": "locked", "false": "unlocked"},
     "inputs": [{"mqtt": "cameras/front_door/snapshot"}],
     "image": {"max_side": 256},
+    "keep_alive": "10m",
 }
 TOPIC_RULE: dict[str, Any] = {
     "name": "message_topic",

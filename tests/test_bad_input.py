@@ -143,3 +143,19 @@ def test_ollama_unreachable_names_where_it_looked(daemon, collector: Collector) 
     assert "cannot reach Ollama at http://127.0.0.1:9" in error["error"]
     failed = collector.wait_for("llm2mqtt/bridge/event", where=lambda m: m.json()["type"] == "job_failed")
     assert failed[0].json()["job_id"] == error["job_id"]
+
+
+def test_request_over_its_timeout_is_not_retried_at_once_but_later(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
+    rule = {"name": "slow", "handler": "yes_no", "model": "qwen2.5:3b", "prompt": "Is it so?", "timeout": 1}
+    daemon([rule])
+    collector.wait_for("llm2mqtt/bridge/state")
+    ollama.hang_next(3)
+    collector.publish("llm2mqtt/slow/run", "yes it is")
+    error = _errors(collector, "slow")[0]
+    assert "did not answer within 1s" in error["error"]
+    assert "retry_in_s" in error
+    result = collector.wait_for("llm2mqtt/slow/result")[0].json()
+    assert result["answer"] is True
+    assert result["job_id"] == error["job_id"]

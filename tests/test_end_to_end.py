@@ -48,13 +48,14 @@ def test_bright_and_dark_snapshots_give_locked_and_unlocked(
         assert result["rule"] == "front_door_lock"
         assert result["source"] == "mqtt:cameras/front_door/snapshot"
         assert result["model"] == "qwen2.5vl:3b"
-        assert set(result["timings"]) == {"queued", "llm", "load", "total"}
+        assert set(result["timings"]) == {"queued", "llm", "load", "prompt_eval", "eval", "total"}
         assert result["tokens"]["prompt"] > 0
         assert result["tokens"]["eval"] > 0
         assert result["image"] == {"width": 256, "height": 192}
     # The stand-in really saw the prepared image, structured output was asked, temperature 0.
     request = ollama.requests[0]
     assert request.brightness[0] > 200
+    assert request.keep_alive == "10m"
     assert request.format["properties"]["answer"] == {"type": "boolean"}
     assert request.options["temperature"] == 0
     events = [
