@@ -173,6 +173,8 @@ class Runner:
                 "queued": round((started - job.created) * 1000, 1),
                 "llm": round(sum(r.wall_ms for r in replies), 1),
                 "load": round(sum(r.load_ms for r in replies), 1),
+                "prompt_eval": round(sum(r.prompt_ms for r in replies), 1),
+                "eval": round(sum(r.eval_ms for r in replies), 1),
                 "total": round((now - job.created) * 1000, 1),
             },
             "tokens": {
