@@ -22,6 +22,9 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,
     "memory": lambda quick: spine.memory(jobs=1000 if quick else 10_000),
+    "schedule": lambda quick: __import__("bench.schedule_bench").schedule_bench.schedule(quick),
+    "sqs": lambda quick: __import__("bench.sqs_bench").sqs_bench.bench_sqs(jobs=60 if quick else 300),
+    "todo": lambda quick: __import__("bench.todo_bench").todo_bench.bench_todo(quick),
 }
 
 

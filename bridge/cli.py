@@ -102,6 +102,9 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     if not args.live:
         return 0
     problems = _check_broker(config) + asyncio.run(_check_ollama(config))
+    from bridge.aws.check import aws_problems  # boto3 is imported only when checking
+
+    problems += aws_problems(config.settings.aws, config.rules)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

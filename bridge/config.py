@@ -7,8 +7,12 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
+from bridge.aws.settings import AwsSettings
 from bridge.basemodel import StrictModel
+from bridge.homeassistant import HomeAssistantSettings
+from bridge.http_settings import HttpSettings
 from bridge.rules import RuleBase
+from bridge.todo.settings import TodoSettings
 from bridge.units import Duration, Size
 
 DEFAULT_MQTT_URL = "mqtt://localhost:1883"
@@ -129,6 +133,10 @@ class Settings(StrictModel):
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    aws: AwsSettings | None = Field(None, description="SQS jobs, S3 images, SNS results (bridge/aws/)")
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    todo: TodoSettings = Field(default_factory=TodoSettings, description="The Todo list notes change")
+    http: HttpSettings = Field(default_factory=HttpSettings, description="The REST API")
     data_dir: str = Field("data", description="Journal and images; relative to config.yaml")
     rules_dir: str = Field("rules", description="Folder of rule files; relative to config.yaml")
     shutdown_grace: Duration = Field(30, description="On stop, how long running jobs may take to finish")

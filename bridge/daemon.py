@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
@@ -267,7 +268,10 @@ class Bridge:
         info = {
             "version": __version__,
             "base_topic": self.topics.base,
-            "ollama": {"url": self.settings.ollama.url, "parallel": self.settings.ollama.parallel},
+            "ollama": {
+                "url": _without_userinfo(self.settings.ollama.url),
+                "parallel": self.settings.ollama.parallel,
+            },
             "rules": [
                 {
                     "name": rule.name,
@@ -280,3 +284,9 @@ class Bridge:
             "models": sorted({rule.model for rule in self.rules.values()}),
         }
         return json.dumps(info, ensure_ascii=False).encode()
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL as it may be shown: any user:password@ part removed."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

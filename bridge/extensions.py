@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.images import PreparedImage
 from bridge.journal import Job, OutboxMessage
 from bridge.rules import RuleBase
+from handlers.base import Answer, PromptInput
 
 if TYPE_CHECKING:
     from bridge.daemon import Bridge
@@ -32,6 +33,19 @@ class Extension:
         """A reason to skip the model for this job (the job is then `skipped`), or None."""
         return None
 
+    async def prepare(self, job: Job, rule: RuleBase, prompt: PromptInput) -> PromptInput:
+        """The prompt input the model gets (e.g. with extra template fields); runs after before_model."""
+        return prompt
+
+    async def after_answer(self, job: Job, rule: RuleBase, prompt: PromptInput, answer: Answer) -> Answer:
+        """Act on a valid answer before the job finishes; may replace it, or raise a bridge error
+        (AnswerError, BackendError, BackendUnavailable) to fail or retry the job."""
+        return answer
+
+    def owns_state(self, rule: RuleBase) -> bool:
+        """True when this extension publishes the rule's state topic itself (confirmed states)."""
+        return False
+
     def after_done(
         self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None
     ) -> list[OutboxMessage]:
@@ -46,4 +60,21 @@ class Extension:
 def build_extensions(bridge: "Bridge") -> list[Extension]:
     """The extensions the configuration asks for. Each feature adds its line here."""
     extensions: list[Extension] = []
+    if bridge.settings.homeassistant.enabled:
+        from bridge.ha_extension import HomeAssistantExtension  # imports this module
+
+        extensions.append(HomeAssistantExtension(bridge.settings.homeassistant))
+    from bridge import scheduled_checks  # imports this module
+
+    if scheduled_checks.wants_schedules(list(bridge.rules.values())):
+        extensions.append(scheduled_checks.ScheduleExtension())
+    from bridge.aws.wiring import aws_extensions  # imports this module; boto3 only when used
+
+    extensions += aws_extensions(bridge)
+    from bridge.todo.extension import todo_extensions  # imports this module
+
+    extensions += todo_extensions(bridge)
+    from bridge.http import http_extensions  # imports this module; after those adding routers
+
+    extensions += http_extensions(bridge)
     return extensions

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-JobState = Literal["queued", "running", "done", "failed", "dead", "skipped"]
-FINAL_STATES = ("done", "failed", "dead", "skipped")
+JobState = Literal["queued", "running", "done", "failed", "dead", "skipped", "superseded"]
+FINAL_STATES = ("done", "failed", "dead", "skipped", "superseded")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -60,6 +60,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
+# Columns added after the first release: which sink delivers a row (mqtt, sns, sqs) and the
+# job whose outcome it carries (so a source can wait until all of a job's outputs are out).
+_OUTBOX_COLUMNS = {
+    "sink": "ALTER TABLE outbox ADD COLUMN sink TEXT NOT NULL DEFAULT 'mqtt'",
+    "job_id": "ALTER TABLE outbox ADD COLUMN job_id TEXT",
+}
+_OUTBOX_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS outbox_sink ON outbox (sink, id)",
+    "CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id) WHERE job_id IS NOT NULL",
+)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -84,7 +95,11 @@ class Job:
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    """A message waiting to be published. `props` holds MQTT 5 response data."""
+    """A message waiting to be published. `props` holds MQTT 5 response data.
+
+    `sink` says who delivers it: "mqtt" (the topic is an MQTT topic), "sns" (a topic ARN),
+    "sqs" (a queue URL). `job_id` is set for the messages that finish a job.
+    """
 
     topic: str
     payload: bytes
@@ -92,6 +107,8 @@ class OutboxMessage:
     retain: bool = False
     props: dict[str, Any] | None = None
     id: int = 0
+    sink: str = "mqtt"
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,12 @@ class Journal:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        for column, statement in _OUTBOX_COLUMNS.items():
+            if column not in present:
+                self._db.execute(statement)
+        for statement in _OUTBOX_INDEXES:
+            self._db.execute(statement)
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -294,7 +317,7 @@ class Journal:
                 "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
                 (state, self._clock(), _dumps(result), error, job_id),
             )
-            self._add_messages(db, messages)
+            self._add_messages(db, messages, job_id=job_id)
 
     def requeue(
         self, job_id: str, *, not_before: float, error: str | None = None, refund: bool = False
@@ -339,16 +362,27 @@ class Journal:
         with self._write() as db:
             self._add_messages(db, messages)
 
-    def _add_messages(self, db: sqlite3.Connection, messages: Iterable[OutboxMessage]) -> None:
+    def _add_messages(
+        self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
+    ) -> None:
         now = self._clock()
         db.executemany(
-            "INSERT INTO outbox (topic, payload, qos, retain, props, created) VALUES (?, ?, ?, ?, ?, ?)",
-            [(m.topic, m.payload, m.qos, int(m.retain), _dumps(m.props), now) for m in messages],
+            "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (m.topic, m.payload, m.qos, int(m.retain), _dumps(m.props), now, m.sink, m.job_id or job_id)
+                for m in messages
+            ],
         )
 
-    def pending_messages(self, after: int = 0, limit: int = 500) -> list[OutboxMessage]:
+    def pending_messages(
+        self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
+    ) -> list[OutboxMessage]:
+        """Rows after `after`, oldest first; `mqtt` True: only MQTT rows, False: only other sinks."""
+        where = "" if mqtt is None else (" AND sink = 'mqtt'" if mqtt else " AND sink != 'mqtt'")
         rows = self._db.execute(
-            "SELECT id, topic, payload, qos, retain, props FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, topic, payload, qos, retain, props, sink, job_id FROM outbox"
+            f" WHERE id > ?{where} ORDER BY id LIMIT ?",
             (after, limit),
         ).fetchall()
         return [
@@ -359,9 +393,24 @@ class Journal:
                 qos=row[3],
                 retain=bool(row[4]),
                 props=json.loads(row[5]) if row[5] else None,
+                sink=row[6],
+                job_id=row[7],
             )
             for row in rows
         ]
+
+    def outputs_pending(self, job_id: str) -> int:
+        """Outbox rows of this job not yet delivered."""
+        return int(self._db.execute("SELECT count(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0])
+
+    def previous_state(self, rule: str, job_id: str) -> str | None:
+        """The `state` of the rule's last finished job before `job_id` (for "only on change")."""
+        row = self._db.execute(
+            "SELECT json_extract(result, '$.state') FROM jobs WHERE rule = ? AND state = 'done'"
+            " AND id < ? AND result IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (rule, job_id),
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def delete_messages(self, ids: Iterable[int]) -> None:
         with self._write() as db:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
+from bridge import homeassistant
 from bridge.config import Config, Settings
 from bridge.errors import ConfigError
 from bridge.rules import RuleBase
@@ -117,6 +118,8 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
                     f"{where}: inputs.{index}.mqtt: {spec.mqtt!r} overlaps the bridge's own "
                     f"topics under {base}/ (use {base}/{rule.name}/run to send jobs there)"
                 )
+        problems.extend(f"{where}: {problem}" for problem in homeassistant.rule_problems(rule))
+    problems.extend(homeassistant.slug_problems((rule.name, str(where)) for rule, where in found))
     return problems
 
 

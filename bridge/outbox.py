@@ -4,11 +4,16 @@ Rows are handed to paho in order, at most `window` at a time, once the write tha
 is committed. A QoS 1 row is deleted when the broker acknowledges it (PUBACK); QoS 0 when paho
 has written it. After a crash, rows still in the table are published again: delivery is at
 least once, and every result carries its job_id so a consumer can tell a repeat.
+
+Rows for other sinks (SNS, SQS) are handed to the `Sink` registered for their name and
+deleted when it reports them accepted; a sink retries on its own, and a row it never
+accepted is handed over again after a restart. `when_delivered(job_id, cb)` calls back once
+every row that finished the job has left the table.
 """
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from bridge.journal import Journal, OutboxMessage
@@ -30,6 +35,12 @@ class Publisher(Protocol):
     ) -> int | None: ...
 
 
+class Sink(Protocol):
+    """Delivers outbox rows somewhere other than MQTT; calls `done(row.id)` once accepted."""
+
+    def send(self, row: OutboxMessage, done: Callable[[int], None]) -> None: ...
+
+
 class Outbox:
     """Publishes the journal's outbox table through a `Publisher`."""
 
@@ -48,8 +59,25 @@ class Outbox:
         self._in_flight: dict[int, OutboxMessage] = {}  # paho mid -> outbox row
         self._last_sent = 0
         self._maybe_more = True  # rows may wait in the table beyond what was read
-        self._delivered: list[int] = []
+        self._delivered: list[OutboxMessage] = []
+        self._sinks: dict[str, Sink] = {}
+        self._sink_rows: dict[int, OutboxMessage] = {}  # row id -> row, handed to a sink
+        self._last_sink_row = 0
+        self._sink_more = True
+        self._waiters: dict[str, list[Callable[[], None]]] = {}  # job id -> callbacks
         journal.on_every_commit(self.pump)
+
+    def add_sink(self, name: str, sink: Sink) -> None:
+        """Deliver rows whose `sink` is `name` through `sink` (SNS, SQS)."""
+        self._sinks[name] = sink
+        self._sink_more = True
+
+    def when_delivered(self, job_id: str, callback: Callable[[], None]) -> None:
+        """Call `callback` once no outbox row of `job_id` is left (now, if none is)."""
+        if self._journal.outputs_pending(job_id) == 0:
+            callback()
+        else:
+            self._waiters.setdefault(job_id, []).append(callback)
 
     @property
     def in_flight(self) -> int:
@@ -63,6 +91,7 @@ class Outbox:
     def notify(self, *, urgent: bool = True) -> None:
         """Rows were written: send them after the commit."""
         self._maybe_more = True
+        self._sink_more = True
         if urgent:
             self._journal.commit_soon()
 
@@ -70,9 +99,11 @@ class Outbox:
         """Hand waiting, committed rows to the publisher, up to the window."""
         if self._journal.in_transaction:
             return  # uncommitted rows must not leave; this runs again after the commit
+        if self._sinks:
+            self._pump_sinks()
         while self._maybe_more and len(self._in_flight) < self._window:
             room = self._window - len(self._in_flight)
-            rows = self._journal.pending_messages(after=self._last_sent, limit=room)
+            rows = self._journal.pending_messages(after=self._last_sent, limit=room, mqtt=True)
             if len(rows) < room:
                 self._maybe_more = False
             for row in rows:
@@ -84,6 +115,37 @@ class Outbox:
                     return  # not connected (QoS 0) or refused: again after the next connect
                 self._in_flight[mid] = row
                 self._last_sent = row.id
+
+    def _pump_sinks(self) -> None:
+        # Other sinks have their own cursor, so a broker outage does not hold back SNS.
+        while self._sink_more and len(self._sink_rows) < self._window:
+            room = self._window - len(self._sink_rows)
+            rows = self._journal.pending_messages(after=self._last_sink_row, limit=room, mqtt=False)
+            if len(rows) < room:
+                self._sink_more = False
+            for row in rows:
+                self._last_sink_row = row.id
+                sink = self._sinks.get(row.sink)
+                if sink is None:
+                    log.warning("outbox row %d is for sink %r, which is not configured", row.id, row.sink)
+                    continue
+                self._sink_rows[row.id] = row
+                sink.send(row, self._sink_done)
+
+    def _sink_done(self, row_id: int) -> None:
+        row = self._sink_rows.pop(row_id, None)
+        if row is None:
+            return
+        self._journal.delete_messages([row_id])
+        self._settle([row])
+        self.pump()
+
+    def _settle(self, rows: Iterable[OutboxMessage]) -> None:
+        """Call back those who wait for a job whose last row just went."""
+        for job_id in {row.job_id for row in rows if row.job_id in self._waiters}:
+            if job_id is not None and self._journal.outputs_pending(job_id) == 0:
+                for callback in self._waiters.pop(job_id, []):
+                    callback()
 
     def on_connected(self) -> None:
         # paho resends its QoS 1 messages after a reconnect but drops QoS 0 ones it had not
@@ -104,7 +166,7 @@ class Outbox:
         row = self._in_flight.pop(mid, None)
         if row is None:
             return  # one of the link's own messages (state, info)
-        self._delivered.append(row.id)
+        self._delivered.append(row)
         if len(self._delivered) == 1:
             # One delete and one pump per loop iteration, however many acks arrived in it.
             if self._loop is not None:
@@ -116,5 +178,7 @@ class Outbox:
         delivered, self._delivered = self._delivered, []
         if delivered:
             # Nobody waits for a delete: if it is lost in a crash, the row is sent once more.
-            self._journal.delete_messages(delivered)
+            self._journal.delete_messages(r.id for r in delivered)
+            if self._waiters:
+                self._settle(delivered)
         self.pump()

@@ -5,7 +5,10 @@ from typing import Any, Literal
 from jinja2 import TemplateSyntaxError
 from pydantic import Field, field_validator, model_validator
 
+from bridge.aws.settings import QUEUE_URL_PATTERN, SnsTarget
 from bridge.basemodel import StrictModel
+from bridge.homeassistant import RuleHomeAssistant
+from bridge.schedule_options import ChangeOptions, RuleKind, ScheduleOptions, SnapshotOptions
 from bridge.templates import compile_template
 from bridge.units import Duration
 
@@ -88,6 +91,24 @@ class RuleBase(StrictModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Ollama options; temperature defaults to 0"
     )
+    # Scheduled checks (bridge/schedules.py); the models live in bridge/schedule_options.py.
+    schedule: ScheduleOptions | None = Field(None, description="Check on a timer: every or cron")
+    snapshot: SnapshotOptions | None = Field(None, description="Where scheduled and /check images come from")
+    change: ChangeOptions | None = Field(None, description="Skip the model while the picture is unchanged")
+    kind: RuleKind | None = Field(
+        None, description="state: newest input wins, state published on change; event: every input runs"
+        " (default: state with a schedule, else event)"
+    )
+    hysteresis: int = Field(1, ge=1, le=10, description="Agreeing answers needed before the state flips")
+    recheck_below: float = Field(0.0, ge=0, le=1, description="Confidence below which to check once more")
+    # AWS (bridge/aws/): notify SNS topics of results; copy local jobs' results to an SQS queue.
+    sns: list[SnsTarget] = Field(default_factory=list, description="SNS topics that get this rule's results")
+    mirror_to_sqs: str | None = Field(
+        None, pattern=QUEUE_URL_PATTERN, description="SQS queue URL that gets each local job's result"
+    )
+    homeassistant: RuleHomeAssistant = Field(
+        default_factory=RuleHomeAssistant, description="How the rule appears in Home Assistant"
+    )
 
     @field_validator("prompt", "system")
     @classmethod
@@ -104,6 +125,12 @@ class RuleBase(StrictModel):
         for spec in self.inputs:
             if spec.mqtt.startswith("$"):
                 raise ValueError(f"input topic {spec.mqtt!r} is a broker system topic")
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_has_snapshot(self) -> "RuleBase":
+        if self.schedule is not None and self.snapshot is None:
+            raise ValueError("a rule with a schedule needs a snapshot source (snapshot: {url: …})")
         return self
 
 

@@ -35,6 +35,9 @@ class RuleStats:
     model_calls: int = 0
     model_ms: float = 0.0
     last_model_ms: float | None = None
+    checks: int = 0  # snapshots checked (scheduled, /check, or a state rule's input)
+    unchanged: int = 0  # checks skipped because the picture had not changed
+    superseded: int = 0  # waiting snapshots replaced by a newer one
 
     def as_dict(self) -> dict[str, Any]:
         mean = self.model_ms / self.model_calls if self.model_calls else None
@@ -44,6 +47,9 @@ class RuleStats:
             "model_calls": self.model_calls,
             "mean_model_ms": round(mean, 1) if mean is not None else None,
             "last_model_ms": round(self.last_model_ms, 1) if self.last_model_ms is not None else None,
+            "checks": self.checks,
+            "unchanged": self.unchanged,
+            "superseded": self.superseded,
         }
 
 
@@ -144,8 +150,12 @@ class Runner:
             reason = extension.before_model(job, rule, image)
             if reason:
                 raise _Skipped(reason)
+        for extension in self.extensions:
+            prompt = await extension.prepare(job, rule, prompt)
         outcome = await ask_model(self._backend, self._handlers[rule.name], rule, prompt, on_reply=count)
         outcome.image = image
+        for extension in self.extensions:
+            outcome.answer = await extension.after_answer(job, rule, prompt, outcome.answer)
         return outcome
 
     async def _image(self, job: Job, rule: RuleBase) -> PreparedImage | None:
@@ -188,7 +198,10 @@ class Runner:
         if outcome.image is not None:
             result["image"] = {"width": outcome.image.width, "height": outcome.image.height}
         self.stats[rule.name].done += 1
-        messages = done_messages(self._topics, rule, job, result, outcome.answer.state, now)
+        # An extension that tracks the rule's confirmed state publishes the state topic itself.
+        owned = any(extension.owns_state(rule) for extension in self.extensions)
+        state = None if owned else outcome.answer.state
+        messages = done_messages(self._topics, rule, job, result, state, now)
         for extension in self.extensions:
             messages += extension.after_done(job, rule, result, outcome.answer.state, outcome.image)
         self._journal.finish(job.id, "done", result=result, messages=messages)

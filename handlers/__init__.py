@@ -7,10 +7,12 @@ from handlers.base import Answer, Handler, PromptInput
 from handlers.classify import ClassifyHandler
 from handlers.describe import DescribeHandler
 from handlers.extract import ExtractHandler
+from handlers.todo_match import TodoMatchHandler
 from handlers.yes_no import YesNoHandler
 
 HANDLERS: dict[str, type[Handler[Any]]] = {
-    h.name: h for h in (YesNoHandler, ClassifyHandler, ExtractHandler, DescribeHandler)
+    h.name: h
+    for h in (YesNoHandler, ClassifyHandler, ExtractHandler, DescribeHandler, TodoMatchHandler)
 }
 
 

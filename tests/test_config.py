@@ -7,6 +7,7 @@ import pytest
 from bridge.errors import ConfigError
 from bridge.loader import load_config
 from bridge.units import parse_duration, parse_size
+from handlers import HANDLERS
 
 
 def _write(folder: Path, config: str, **rules: str) -> Path:
@@ -66,7 +67,7 @@ def test_all_problems_reported_at_once_with_file_path_and_line(tmp_path: Path) -
     assert f"{path}: mqtt.passwrd (line 3): unknown key" in text
     assert f"{path}: ollama.parallel (line 5)" in text
     assert "rules/lock.yaml: prompt (line 4): template error" in text
-    known = "classify, describe, extract, yes_no"
+    known = ", ".join(sorted(HANDLERS))
     assert f"rules/other.yaml: handler (line 2): unknown handler; known handlers: {known}" in text
     assert len(problems) >= 5
 

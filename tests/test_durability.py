@@ -80,6 +80,10 @@ def test_kill_9_mid_job_redoes_it_once(daemon, collector: Collector, ollama: Oll
     _send(collector, 1, prefix="k")
     started = collector.wait_for("llm2mqtt/bridge/event", where=lambda m: m.json()["type"] == "job_started")
     job_id = started[0].json()["job_id"]
+    deadline = time.monotonic() + 10
+    while not ollama.requests and time.monotonic() < deadline:
+        time.sleep(0.02)  # killed while the model is answering, not before it was asked
+    assert ollama.in_flight == 1
     first.kill()
     # The broker publishes the last will for the dead daemon.
     collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "offline"})

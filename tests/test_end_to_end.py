@@ -16,6 +16,7 @@ pytestmark = pytest.mark.broker
 def test_bridge_announces_itself_online_with_info(daemon, collector: Collector, broker) -> None:
     daemon()
     collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    collector.wait_for("llm2mqtt/bridge/info")
     late = Collector(broker.port, ["llm2mqtt/bridge/#"])  # sees only what is retained
     try:
         state = late.wait_for("llm2mqtt/bridge/state")[0]
@@ -127,7 +128,9 @@ def test_image_url_is_fetched(daemon, collector: Collector, ollama: OllamaStandi
 
     class Serve(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body, kind = (image, "image/jpeg") if self.path == "/snap.jpg" else (b"<html></html>", "text/html")
+            body, kind = (
+                (image, "image/jpeg") if self.path == "/snap.jpg" else (b"<html></html>", "text/html")
+            )
             self.send_response(200)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))

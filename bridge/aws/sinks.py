@@ -1,0 +1,120 @@
+"""Outbox sinks that deliver rows to AWS (SNS publish, SQS send), retrying until accepted.
+
+A row stays in the outbox table until its sink accepts it, so a failure, an outage or a
+crash only delays it. Errors that no retry can fix (an invalid parameter) are logged and the
+row is dropped, so it cannot hold the rest back forever.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from bridge.aws.clients import AwsClients, AwsError
+from bridge.journal import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+
+class RetryingSink:
+    """Delivers rows with `deliver` on a few concurrent workers; backs off on failure."""
+
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[OutboxMessage], None],
+        aws: AwsClients,
+        *,
+        workers: int = 4,
+        first_delay: float = 0.5,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._deliver = deliver
+        self._aws = aws
+        self._queue: asyncio.Queue[tuple[OutboxMessage, Callable[[int], None]]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._count = workers
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+        self.delivered = 0
+        self.failures = 0
+
+    def send(self, row: OutboxMessage, done: Callable[[int], None]) -> None:
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"{self.name}-sink-{i}") for i in range(self._count)
+            ]
+        self._queue.put_nowait((row, done))
+
+    async def _work(self) -> None:
+        while True:
+            row, done = await self._queue.get()
+            delay = self._first_delay
+            while True:
+                try:
+                    await self._aws.call(self._deliver, row=row)
+                except AwsError as exc:
+                    self.failures += 1
+                    if exc.permanent:
+                        log.error(
+                            "%s: dropping a message to %s that can never be sent: %s",
+                            self.name,
+                            row.topic,
+                            exc,
+                        )
+                        break
+                    log.warning(
+                        "%s: sending to %s failed (%s); retrying in %.1fs", self.name, row.topic, exc, delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_delay)
+                    continue
+                self.delivered += 1
+                break
+            done(row.id)
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+
+
+def sns_publisher(aws: AwsClients) -> Callable[[OutboxMessage], None]:
+    """Publish an SNS row: payload is {"subject", "message", "attributes", "group"}."""
+
+    def deliver(row: OutboxMessage) -> None:
+        body: dict[str, Any] = json.loads(row.payload)
+        request: dict[str, Any] = {"TopicArn": row.topic, "Message": body["message"]}
+        if body.get("subject"):
+            request["Subject"] = body["subject"]
+        if body.get("attributes"):
+            request["MessageAttributes"] = {
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in body["attributes"].items()
+            }
+        if row.topic.endswith(".fifo"):
+            request["MessageGroupId"] = body.get("group") or "llm2mqtt"
+            request["MessageDeduplicationId"] = f"{row.job_id or ''}-{row.id}"[-128:]
+        aws.sns.publish(**request)
+
+    return deliver
+
+
+def sqs_sender(aws: AwsClients) -> Callable[[OutboxMessage], None]:
+    """Send an SQS row: the topic is the queue URL, the payload the body."""
+
+    def deliver(row: OutboxMessage) -> None:
+        request: dict[str, Any] = {"QueueUrl": row.topic, "MessageBody": row.payload.decode()}
+        if row.topic.endswith(".fifo"):
+            # One group per rule keeps each rule's results in order.
+            request["MessageGroupId"] = str(json.loads(row.payload).get("rule") or "llm2mqtt")
+            request["MessageDeduplicationId"] = (row.job_id or str(row.id))[-128:]
+        aws.sqs.send_message(**request)
+
+    return deliver

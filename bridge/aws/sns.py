@@ -1,0 +1,152 @@
+"""SNS notifications: a rule's results published to topics, when its condition holds.
+
+The messages are outbox rows (sink "sns") written in the same transaction that finishes the
+job, so an SNS outage or a crash delays a notification but never loses it. Conditions and
+templates are Jinja expressions in a sandbox: they read values and can run no code.
+"""
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from bridge.aws.clients import AwsContext
+from bridge.aws.settings import SANDBOX, SnsTarget
+from bridge.aws.sinks import RetryingSink, sns_publisher
+from bridge.extensions import Extension
+from bridge.images import PreparedImage
+from bridge.journal import Job, OutboxMessage
+from bridge.rules import RuleBase
+
+if TYPE_CHECKING:
+    from bridge.daemon import Bridge
+
+log = logging.getLogger(__name__)
+
+SUBJECT_MAX = 99  # SNS: under 100 characters, printable ASCII, one line
+
+
+def notification_vars(
+    job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, previous: str | None
+) -> dict[str, Any]:
+    """What a condition or template may read."""
+    return {
+        "rule": rule.name,
+        "job_id": job.id,
+        "source": job.source,
+        "state": state,
+        "previous_state": previous,
+        "changed": state != previous,
+        "result": result,
+        "input": job.input.get("fields", {}),
+    }
+
+
+def wanted(target: SnsTarget, variables: dict[str, Any]) -> bool:
+    """Does the target's `when` hold? A condition that fails to evaluate counts as false."""
+    if target.when is None:
+        return True
+    try:
+        return bool(SANDBOX.compile_expression(target.when)(**variables))
+    except Exception as exc:
+        log.warning("%s: SNS condition %r failed: %s", variables["rule"], target.when, exc)
+        return False
+
+
+def clean_subject(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    text = text.encode("ascii", "replace").decode()
+    return re.sub(r"[^\x20-\x7e]", "?", text)[:SUBJECT_MAX]
+
+
+def sns_message(
+    topic_arn: str, *, subject: str | None, message: str, attributes: dict[str, str], group: str
+) -> OutboxMessage:
+    payload = {
+        "subject": clean_subject(subject) if subject else None,
+        "message": message,
+        "attributes": {k: v for k, v in attributes.items() if v},
+        "group": group,
+    }
+    return OutboxMessage(topic=topic_arn, payload=json.dumps(payload).encode(), sink="sns")
+
+
+def render_target(target: SnsTarget, variables: dict[str, Any], result: dict[str, Any]) -> OutboxMessage:
+    """The outbox row for one target; a template that fails falls back to the result JSON."""
+    default = json.dumps(result, ensure_ascii=False)
+    try:
+        subject = SANDBOX.from_string(target.subject).render(**variables)
+        message = SANDBOX.from_string(target.message).render(**variables) if target.message else default
+    except Exception as exc:
+        log.warning("%s: SNS template failed (%s); sending the result JSON", variables["rule"], exc)
+        subject, message = f"{variables['rule']}: {variables['state']}", default
+    attributes = {"rule": variables["rule"], "state": variables["state"] or "", "job_id": variables["job_id"]}
+    return sns_message(
+        target.topic_arn, subject=subject, message=message, attributes=attributes, group=variables["rule"]
+    )
+
+
+class SnsNotifier(Extension):
+    """Adds SNS rows to finished jobs and delivers them through the outbox."""
+
+    name = "sns"
+
+    def __init__(self, context: AwsContext) -> None:
+        self._context = context
+        self._sink: RetryingSink | None = None
+        self._bridge: Bridge | None = None
+
+    async def start(self, bridge: "Bridge") -> None:
+        self._bridge = bridge
+        aws = await self._context.open()
+        self._sink = RetryingSink("sns", sns_publisher(aws), aws)
+        bridge.outbox.add_sink("sns", self._sink)
+
+    async def stop(self) -> None:
+        if self._sink is not None:
+            await self._sink.close()
+        self._context.close()
+
+    def after_done(
+        self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None
+    ) -> list[OutboxMessage]:
+        messages: list[OutboxMessage] = []
+        if rule.sns:
+            assert self._bridge is not None
+            previous = self._bridge.journal.previous_state(rule.name, job.id)
+            variables = notification_vars(job, rule, result, state, previous)
+            messages += [render_target(t, variables, result) for t in rule.sns if wanted(t, variables)]
+        reply = _sns_reply(job)
+        if reply:
+            attributes = {"rule": rule.name, "state": state or "", "job_id": job.id}
+            messages.append(
+                sns_message(
+                    reply,
+                    subject=f"{rule.name}: {state}",
+                    message=json.dumps(result, ensure_ascii=False),
+                    attributes=attributes,
+                    group=rule.name,
+                )
+            )
+        return messages
+
+    def after_failed(self, job: Job, error: str) -> list[OutboxMessage]:
+        reply = _sns_reply(job)
+        if not reply:
+            return []
+        body = {"job_id": job.id, "rule": job.rule, "error": error}
+        attributes = {"rule": job.rule, "state": "failed", "job_id": job.id}
+        return [
+            sns_message(
+                reply,
+                subject=f"{job.rule}: failed",
+                message=json.dumps(body, ensure_ascii=False),
+                attributes=attributes,
+                group=job.rule,
+            )
+        ]
+
+
+def _sns_reply(job: Job) -> str | None:
+    reply = job.input.get("reply")
+    return reply.get("sns") if isinstance(reply, dict) else None

@@ -1,0 +1,104 @@
+"""REST routes of the built-in Todo list, under /api/todo. Changes publish the same
+`<base>/todo/event` and retained `<base>/todo/list` messages as notes do."""
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from bridge.todo.store import Change, TodoError
+
+if TYPE_CHECKING:
+    from bridge.todo.extension import TodoExtension
+
+
+class TaskIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    genre: str | None = None
+    due: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    description: str | None = None
+
+
+class TaskPatch(BaseModel):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    genre: str | None = None
+    status: Literal["needs_action", "completed"] | None = None
+    due: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    description: str | None = None
+    needs_confirmation: bool | None = None
+
+
+def todo_router(todo: "TodoExtension") -> APIRouter:
+    """Routes over `todo.store`; handlers are async so they run on the daemon's loop."""
+    router = APIRouter(prefix="/api/todo", tags=["todo"])
+    store = todo.store
+
+    def publish(change: Change) -> dict[str, Any]:
+        todo.bridge.outbox.add(todo.change_messages(change))
+        return change.as_dict()
+
+    def refused(exc: TodoError) -> HTTPException:
+        return HTTPException(404 if str(exc).startswith("no ") else 422, str(exc))
+
+    @router.get("/tasks")
+    async def list_tasks(
+        status: Literal["needs_action", "completed"] | None = None,
+        genre: str | None = None,
+        q: str | None = None,
+        limit: int = 500,
+    ) -> dict[str, Any]:
+        tasks = store.tasks(status=status, genre=genre, query=q, limit=limit)
+        return {"count": len(tasks), "items": [t.as_dict() for t in tasks]}
+
+    @router.get("/tasks/{uid}")
+    async def get_task(uid: str) -> dict[str, Any]:
+        task = store.get(uid)
+        if task is None:
+            raise HTTPException(404, f"no task with uid {uid!r}")
+        return task.as_dict()
+
+    @router.post("/tasks", status_code=201)
+    async def create_task(task: TaskIn) -> dict[str, Any]:
+        try:
+            change = store.create(
+                task.title, genre=task.genre, due=task.due, description=task.description, source="api"
+            )
+        except TodoError as exc:
+            raise refused(exc) from None
+        return publish(change)
+
+    @router.patch("/tasks/{uid}")
+    async def update_task(uid: str, patch: TaskPatch) -> dict[str, Any]:
+        try:
+            change = store.update(uid, source="api", **patch.model_dump(exclude_unset=True))
+        except TodoError as exc:
+            raise refused(exc) from None
+        return publish(change)
+
+    @router.post("/tasks/{uid}/complete")
+    async def complete_task(uid: str) -> dict[str, Any]:
+        try:
+            return publish(store.complete(uid, source="api"))
+        except TodoError as exc:
+            raise refused(exc) from None
+
+    @router.delete("/tasks/{uid}")
+    async def delete_task(uid: str) -> dict[str, Any]:
+        try:
+            return publish(store.delete(uid, source="api"))
+        except TodoError as exc:
+            raise refused(exc) from None
+
+    @router.get("/history")
+    async def history(uid: str | None = None, limit: int = 100) -> dict[str, Any]:
+        changes = store.history(uid, limit=limit)
+        return {"count": len(changes), "items": [c.as_dict() for c in changes]}
+
+    @router.post("/history/{change_id}/undo")
+    async def undo(change_id: int) -> dict[str, Any]:
+        try:
+            return publish(store.undo(change_id, source="api"))
+        except TodoError as exc:
+            raise refused(exc) from None
+
+    return router
