@@ -7,14 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import spine
+from bench import images_bench, schedule_bench, spine, sqs_bench, todo_bench
 from bench.common import env_note
 
 
 def _image_path(quick: bool) -> dict[str, Any]:
-    from bench.images_bench import bench_image_path
-
-    return bench_image_path(repeat=5 if quick else 15)
+    return images_bench.bench_image_path(repeat=5 if quick else 15)
 
 
 BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -22,9 +20,9 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,
     "memory": lambda quick: spine.memory(jobs=1000 if quick else 10_000),
-    "schedule": lambda quick: __import__("bench.schedule_bench").schedule_bench.schedule(quick),
-    "sqs": lambda quick: __import__("bench.sqs_bench").sqs_bench.bench_sqs(jobs=60 if quick else 300),
-    "todo": lambda quick: __import__("bench.todo_bench").todo_bench.bench_todo(quick),
+    "schedule": schedule_bench.schedule,
+    "sqs": lambda quick: sqs_bench.bench_sqs(jobs=60 if quick else 300),
+    "todo": todo_bench.bench_todo,
 }
 
 

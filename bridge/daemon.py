@@ -13,6 +13,7 @@ import paho.mqtt.client as paho
 
 from bridge import __version__
 from bridge.config import Config
+from bridge.errors import BackendError
 from bridge.extensions import Extension, build_extensions
 from bridge.intake import Intake, Submission
 from bridge.journal import Journal
@@ -26,6 +27,7 @@ from bridge.worker import Runner
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
+MODELS_EVERY = 60.0
 
 
 class Bridge:
@@ -47,6 +49,9 @@ class Bridge:
         self._accepting = False
         self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
         self._last_stats = b""
+        self._last_models = b""
+        self._models_calls = -1
+        self._models_at = 0.0
         self.extensions: list[Extension] = []
         # Created in run(): they need the running loop.
         self.link: MqttLink
@@ -139,6 +144,7 @@ class Bridge:
                 if removed:
                     log.info("pruned %d finished job(s) past retention", removed)
             self._publish_stats()
+            await self._publish_models()
             await asyncio.sleep(self.settings.stats_interval)
 
     def stats_payload(self) -> dict[str, Any]:
@@ -154,6 +160,22 @@ class Bridge:
             "outbox": self.outbox.in_flight,
             "rules": rules,
         }
+
+    async def _publish_models(self) -> None:
+        """bridge/models: what Ollama has loaded, after model calls and once a minute."""
+        calls = self.backend.calls
+        if calls == self._models_calls and time.monotonic() - self._models_at < MODELS_EVERY:
+            return
+        self._models_calls, self._models_at = calls, time.monotonic()
+        try:
+            loaded = await self.backend.loaded()
+        except BackendError as exc:
+            log.debug("cannot list the loaded models: %s", exc)
+            return
+        payload = json.dumps(sorted(loaded)).encode()
+        if payload != self._last_models and self.link.connected:
+            self.link.publish(self.topics.models, payload, qos=1, retain=True)
+            self._last_models = payload
 
     def _publish_stats(self) -> None:
         payload = json.dumps(self.stats_payload(), sort_keys=True).encode()

@@ -71,10 +71,14 @@ def build_extensions(bridge: "Bridge") -> list[Extension]:
     from bridge.aws.wiring import aws_extensions  # imports this module; boto3 only when used
 
     extensions += aws_extensions(bridge)
-    from bridge.todo.extension import todo_extensions  # imports this module
+    http = bridge.settings.http
+    # The Todo list (numpy, pykakasi) and the web server (FastAPI) load only when used.
+    if http.enabled or any(rule.handler == "todo_match" for rule in bridge.rules.values()):
+        from bridge.todo.extension import TodoExtension  # imports this module
 
-    extensions += todo_extensions(bridge)
-    from bridge.http import http_extensions  # imports this module; after those adding routers
+        extensions.append(TodoExtension(bridge))
+    if http.enabled:
+        from bridge.http import HttpExtension  # after the extensions that add routers
 
-    extensions += http_extensions(bridge)
+        extensions.append(HttpExtension(http))
     return extensions

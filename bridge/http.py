@@ -94,9 +94,3 @@ class HttpExtension(Extension):
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout=5)
-
-
-def http_extensions(bridge: "Bridge") -> list[Extension]:
-    """The HTTP server, when `http.enabled`; it must come after the extensions that add routers."""
-    settings: HttpSettings | None = getattr(bridge.settings, "http", None)
-    return [HttpExtension(settings)] if settings is not None and settings.enabled else []

@@ -9,11 +9,9 @@
   `hysteresis` agreeing answers, re-checks doubtful answers once, and publishes its state
   topic and a `changed` event only when the state changes;
 - the queue coalesces waiting snapshots of a state-like rule and prefers the loaded model;
-- `<base>/bridge/models` (retained) lists what Ollama has loaded.
 """
 
 import asyncio
-import json
 import logging
 import time
 from datetime import datetime
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODELS_EVERY = 60.0
+CLOCK_WATCH_EVERY = 30.0
 SNAPSHOT_SOURCES = ("schedule:", "check:")
 
 
@@ -85,8 +83,6 @@ class ScheduleExtension(Extension):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hashes: dict[str, tuple[str, str | None]] = {}  # job id -> (region hash, blob)
         self._confirm_rounds: dict[str, int] = {}
-        self._models_payload = b""
-        self._models_due: asyncio.TimerHandle | None = None
         bridge.queue.traits = self._traits
         bridge.queue.on_superseded = self._superseded
         base = bridge.topics.base
@@ -127,13 +123,8 @@ class ScheduleExtension(Extension):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._models_due is not None:
-            self._models_due.cancel()
         await self._http.aclose()
         self.store.save()
-
-    def on_connected(self) -> None:
-        self._refresh_models_soon(0.0)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -231,10 +222,10 @@ class ScheduleExtension(Extension):
         )
 
     async def _watch(self) -> None:
-        """Reschedule when the wall clock jumps; refresh the loaded-models topic now and then."""
+        """Reschedule when the wall clock jumps."""
         wall, mono = time.time(), time.monotonic()
         while True:
-            await asyncio.sleep(min(MODELS_EVERY, 30.0))
+            await asyncio.sleep(CLOCK_WATCH_EVERY)
             wall_now, mono_now = time.time(), time.monotonic()
             if clock_jumped(wall, mono, wall_now, mono_now):
                 log.warning(
@@ -243,7 +234,6 @@ class ScheduleExtension(Extension):
                 for job in self.scheduler.get_jobs():
                     job.reschedule(job.trigger)
             wall, mono = wall_now, mono_now
-            await self._refresh_models()
 
     # -- the queue -----------------------------------------------------------------------
 
@@ -322,7 +312,6 @@ class ScheduleExtension(Extension):
     def after_done(
         self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None
     ) -> list[OutboxMessage]:
-        self._refresh_models_soon(0.2)
         key = state_key(job)
         seen = self._hashes.pop(job.id, None)
         if seen is not None:
@@ -364,22 +353,3 @@ class ScheduleExtension(Extension):
             return
         self._confirm_rounds[rule.name] = rounds + 1
         self._spawn(self._snapshot_job(rule, interactive=False, source=f"schedule:{rule.name}"))
-
-    # -- loaded models -------------------------------------------------------------------
-
-    def _refresh_models_soon(self, delay: float) -> None:
-        if self._models_due is None:
-            loop = asyncio.get_running_loop()
-            self._models_due = loop.call_later(delay, lambda: self._spawn(self._refresh_models()))
-
-    async def _refresh_models(self) -> None:
-        self._models_due = None
-        try:
-            loaded = await self.bridge.backend.loaded()
-        except BackendError as exc:
-            log.debug("cannot list loaded models: %s", exc)
-            return
-        payload = json.dumps(sorted(loaded)).encode()
-        if payload != self._models_payload and self.bridge.link.connected:
-            self.bridge.link.publish(f"{self.bridge.topics.base}/bridge/models", payload, qos=1, retain=True)
-            self._models_payload = payload

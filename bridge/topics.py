@@ -26,6 +26,10 @@ class Topics:
         return f"{self.base}/bridge/stats"
 
     @property
+    def models(self) -> str:
+        return f"{self.base}/bridge/models"
+
+    @property
     def run_filter(self) -> str:
         return f"{self.base}/+/run"
 

@@ -163,3 +163,12 @@ def test_mqtt_311_works_too(daemon, collector: Collector) -> None:
     collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
     collector.publish("cameras/front_door/snapshot", jpeg(10))
     assert collector.wait_for("llm2mqtt/front_door_lock/state")[0].payload == b"unlocked"
+
+
+def test_models_topic_lists_what_ollama_has_loaded(daemon, collector: Collector) -> None:
+    daemon()
+    collector.wait_for("llm2mqtt/bridge/state")
+    collector.publish("llm2mqtt/message_topic/run", "fix the sink")
+    collector.wait_for("llm2mqtt/message_topic/result")
+    models = collector.wait_for("llm2mqtt/bridge/models", where=lambda m: m.json() != [])[-1]
+    assert models.json() == ["qwen2.5:3b"]

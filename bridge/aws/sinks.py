@@ -10,10 +10,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.aws.clients import AwsClients, AwsError
+from bridge.aws.clients import AwsClients, AwsContext, AwsError
+from bridge.extensions import Extension
 from bridge.journal import OutboxMessage
+
+if TYPE_CHECKING:
+    from bridge.daemon import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +122,26 @@ def sqs_sender(aws: AwsClients) -> Callable[[OutboxMessage], None]:
         aws.sqs.send_message(**request)
 
     return deliver
+
+
+class SinkExtension(Extension):
+    """An extension that owns one outbox sink: opened on start, closed on stop."""
+
+    sink_name = "sink"
+
+    def __init__(
+        self, context: AwsContext, make_sender: Callable[[AwsClients], Callable[[OutboxMessage], None]]
+    ) -> None:
+        self._context = context
+        self._make_sender = make_sender
+        self._sink: RetryingSink | None = None
+
+    async def start(self, bridge: "Bridge") -> None:
+        aws = await self._context.open()
+        self._sink = RetryingSink(self.name, self._make_sender(aws), aws)
+        bridge.outbox.add_sink(self.sink_name, self._sink)
+
+    async def stop(self) -> None:
+        if self._sink is not None:
+            await self._sink.close()
+        self._context.close()

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.aws.clients import AwsContext
 from bridge.aws.settings import SANDBOX, SnsTarget
-from bridge.aws.sinks import RetryingSink, sns_publisher
-from bridge.extensions import Extension
+from bridge.aws.sinks import SinkExtension, sns_publisher
 from bridge.images import PreparedImage
 from bridge.journal import Job, OutboxMessage
 from bridge.rules import RuleBase
@@ -86,26 +85,19 @@ def render_target(target: SnsTarget, variables: dict[str, Any], result: dict[str
     )
 
 
-class SnsNotifier(Extension):
+class SnsNotifier(SinkExtension):
     """Adds SNS rows to finished jobs and delivers them through the outbox."""
 
     name = "sns"
+    sink_name = "sns"
 
     def __init__(self, context: AwsContext) -> None:
-        self._context = context
-        self._sink: RetryingSink | None = None
+        super().__init__(context, sns_publisher)
         self._bridge: Bridge | None = None
 
     async def start(self, bridge: "Bridge") -> None:
         self._bridge = bridge
-        aws = await self._context.open()
-        self._sink = RetryingSink("sns", sns_publisher(aws), aws)
-        bridge.outbox.add_sink("sns", self._sink)
-
-    async def stop(self) -> None:
-        if self._sink is not None:
-            await self._sink.close()
-        self._context.close()
+        await super().start(bridge)
 
     def after_done(
         self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None

@@ -311,9 +311,3 @@ class TodoExtension(Extension):
         """Event and list for a change made through the REST API."""
         body = {**change.as_dict(), "change_id": change.id, "ts": iso(change.ts)}
         return [OutboxMessage(topic=self.event_topic, payload=dumps(body)), self.list_message()]
-
-
-def todo_extensions(bridge: "Bridge") -> list[Extension]:
-    """The Todo extension, when a rule uses todo_match or the REST API is on."""
-    wanted = any(isinstance(r, TodoMatchRule) for r in bridge.rules.values()) or bridge.settings.http.enabled
-    return [TodoExtension(bridge)] if wanted else []
