@@ -113,7 +113,7 @@ def slug_problems(names: Iterable[tuple[str, str]]) -> list[str]:
 
 def rule_problems(rule: "RuleBase") -> list[str]:
     """What is wrong with a rule's `homeassistant:` key for its handler."""
-    options: RuleHomeAssistant | None = getattr(rule, "homeassistant", None)
+    options: RuleHomeAssistant | None = rule.homeassistant
     if options is None or options.device_class is None:
         return []
     if rule.handler == "yes_no" and options.device_class not in BINARY_SENSOR_CLASSES:
@@ -135,7 +135,7 @@ def humanize(name: str) -> str:
 def on_answer(rule: "RuleBase") -> bool:
     """Which yes/no answer means ON. Home Assistant's lock class says on = unlocked, so a
     rule asking "is it locked?" is inverted; the labels tell which way the question goes."""
-    options: RuleHomeAssistant | None = getattr(rule, "homeassistant", None)
+    options: RuleHomeAssistant | None = rule.homeassistant
     if options is not None and options.on_answer is not None:
         return options.on_answer
     if options is None or options.device_class != "lock":
@@ -178,7 +178,7 @@ def _entity(
 
 
 def rule_device(node: Node, rule: "RuleBase") -> dict[str, Any]:
-    options: RuleHomeAssistant | None = getattr(rule, "homeassistant", None)
+    options: RuleHomeAssistant | None = rule.homeassistant
     name = options.name if options is not None and options.name else humanize(rule.name)
     return {
         "identifiers": [f"{node.node_id}_{slugify(rule.name)}"],
@@ -192,7 +192,7 @@ def rule_device(node: Node, rule: "RuleBase") -> dict[str, Any]:
 
 def rule_entities(node: Node, rule: "RuleBase") -> list[tuple[str, dict[str, Any]]]:
     """The discovery configs of one rule: its answer, last image, job events, and controls."""
-    options: RuleHomeAssistant = getattr(rule, "homeassistant", None) or RuleHomeAssistant()
+    options: RuleHomeAssistant = rule.homeassistant or RuleHomeAssistant()
     if not options.enabled or not rule.enabled:
         return []
     slug = slugify(rule.name)
@@ -276,7 +276,7 @@ def rule_entities(node: Node, rule: "RuleBase") -> list[tuple[str, dict[str, Any
             entity_category="diagnostic",
         )
     )
-    if getattr(rule, "snapshot", None) is not None:
+    if rule.snapshot is not None:
         entities.append(
             _entity(
                 node,
@@ -289,7 +289,7 @@ def rule_entities(node: Node, rule: "RuleBase") -> list[tuple[str, dict[str, Any
                 icon="mdi:camera-iris",
             )
         )
-    if getattr(rule, "schedule", None) is not None:
+    if rule.schedule is not None:
         entities.append(
             _entity(
                 node,

@@ -181,6 +181,9 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho closes its wake-up socket pair only in its finalizer; when the client ends up in
+        # a reference cycle, the sockets may be collected first and warn. Finalize it now.
+        self.client.__del__()
 
 
 class Daemon:

@@ -282,6 +282,11 @@ class OllamaStandin:
             self._server.shutdown()
             self._server.server_close()
             self._server.drop_connections()
+            # Let the handler threads see the dropped connections and close their sockets,
+            # so that none is left for the garbage collector to find open.
+            deadline = time.monotonic() + 2.0
+            while self._server.connections and time.monotonic() < deadline:
+                time.sleep(0.01)
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
