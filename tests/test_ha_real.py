@@ -172,6 +172,9 @@ def test_rules_become_working_entities(
         note = collector.wait_for("llm2mqtt/todo/note")[0].json()
         assert note == {"text": "oat milk", "source": "assist"}
         assert reply["response"]["speech"]["plain"]["speech"] == "OK, noted."
+        hass.rest_post("/api/conversation/process", {"text": "牛乳を追加", "language": "ja"})
+        notes = collector.wait_for("llm2mqtt/todo/note", 2)
+        assert notes[1].json() == {"text": "牛乳", "source": "assist"}
 
         # Home Assistant restarting: the entities come back with their states.
         hass.restart()
