@@ -1,6 +1,7 @@
 """REST routes of the built-in Todo list, under /api/todo. Changes publish the same
 `<base>/todo/event` and retained `<base>/todo/list` messages as notes do."""
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException
@@ -33,12 +34,14 @@ def todo_router(todo: "TodoExtension") -> APIRouter:
     router = APIRouter(prefix="/api/todo", tags=["todo"])
     store = todo.store
 
-    def publish(change: Change) -> dict[str, Any]:
-        todo.bridge.outbox.add(todo.change_messages(change))
-        return change.as_dict()
-
-    def refused(exc: TodoError) -> HTTPException:
-        return HTTPException(404 if str(exc).startswith("no ") else 422, str(exc))
+    def apply(change: Callable[[], Change]) -> dict[str, Any]:
+        """Make a change, publish it like a note's, and answer with it; a refusal is 404/422."""
+        try:
+            done = change()
+        except TodoError as exc:
+            raise HTTPException(404 if str(exc).startswith("no ") else 422, str(exc)) from None
+        todo.bridge.outbox.add(todo.change_messages(done))
+        return done.as_dict()
 
     @router.get("/tasks")
     async def list_tasks(
@@ -59,35 +62,23 @@ def todo_router(todo: "TodoExtension") -> APIRouter:
 
     @router.post("/tasks", status_code=201)
     async def create_task(task: TaskIn) -> dict[str, Any]:
-        try:
-            change = store.create(
+        return apply(
+            lambda: store.create(
                 task.title, genre=task.genre, due=task.due, description=task.description, source="api"
             )
-        except TodoError as exc:
-            raise refused(exc) from None
-        return publish(change)
+        )
 
     @router.patch("/tasks/{uid}")
     async def update_task(uid: str, patch: TaskPatch) -> dict[str, Any]:
-        try:
-            change = store.update(uid, source="api", **patch.model_dump(exclude_unset=True))
-        except TodoError as exc:
-            raise refused(exc) from None
-        return publish(change)
+        return apply(lambda: store.update(uid, source="api", **patch.model_dump(exclude_unset=True)))
 
     @router.post("/tasks/{uid}/complete")
     async def complete_task(uid: str) -> dict[str, Any]:
-        try:
-            return publish(store.complete(uid, source="api"))
-        except TodoError as exc:
-            raise refused(exc) from None
+        return apply(lambda: store.complete(uid, source="api"))
 
     @router.delete("/tasks/{uid}")
     async def delete_task(uid: str) -> dict[str, Any]:
-        try:
-            return publish(store.delete(uid, source="api"))
-        except TodoError as exc:
-            raise refused(exc) from None
+        return apply(lambda: store.delete(uid, source="api"))
 
     @router.get("/history")
     async def history(uid: str | None = None, limit: int = 100) -> dict[str, Any]:
@@ -96,9 +87,6 @@ def todo_router(todo: "TodoExtension") -> APIRouter:
 
     @router.post("/history/{change_id}/undo")
     async def undo(change_id: int) -> dict[str, Any]:
-        try:
-            return publish(store.undo(change_id, source="api"))
-        except TodoError as exc:
-            raise refused(exc) from None
+        return apply(lambda: store.undo(change_id, source="api"))
 
     return router
