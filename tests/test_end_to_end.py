@@ -6,6 +6,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.camera import Camera
 from tests.mqtt_helpers import Collector
 from tests.ollama_standin import OllamaStandin
 from tests.samples import jpeg, png
@@ -120,42 +121,21 @@ def test_stats_topic_counts_jobs_per_rule(daemon, collector: Collector) -> None:
     assert stats["running"] == 0
 
 
-def test_image_url_is_fetched(daemon, collector: Collector, ollama: OllamaStandin, tmp_path) -> None:
-    import http.server
-    import threading
-
-    image = jpeg(235)
-
-    class Serve(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body, kind = (
-                (image, "image/jpeg") if self.path == "/snap.jpg" else (b"<html></html>", "text/html")
-            )
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_image_url_is_fetched(daemon, collector: Collector, ollama: OllamaStandin) -> None:
+    camera = Camera(jpeg(235))
     try:
         daemon()
         collector.wait_for("llm2mqtt/bridge/state")
-        base = f"http://127.0.0.1:{server.server_port}"
-        collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": f"{base}/snap.jpg"}))
+        collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": camera.url}))
         result = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
         assert result["state"] == "locked"
         assert ollama.requests[0].brightness[0] > 200
-        collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": f"{base}/page.html"}))
+        camera.mode = "html"
+        collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": camera.url, "id": "page"}))
         error = collector.wait_for("llm2mqtt/front_door_lock/error")[0].json()
         assert "sent text/html, not an image" in error["error"]
     finally:
-        server.shutdown()
-        server.server_close()
+        camera.close()
 
 
 def test_mqtt_311_works_too(daemon, collector: Collector) -> None:

@@ -4,16 +4,16 @@ Skipped where no Python 3.13 exists. The first run installs Home Assistant into 
 venv (minutes): `python -m tests.ha_harness` does that ahead of the tests.
 """
 
-import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.camera import Camera
+from tests.conftest import LOCK_RULE
 from tests.ha_harness import HomeAssistant, ensure_installed, find_python
 from tests.mqtt_helpers import Collector, Mosquitto
 from tests.samples import jpeg
@@ -50,16 +50,7 @@ automation:
         rule: front_door_lock
 conversation:
 """
-RULE: dict[str, Any] = {
-    "name": "front_door_lock",
-    "handler": "yes_no",
-    "model": "qwen2.5vl:3b",
-    "prompt": "Is the thumb-turn in the locked position?",
-    "labels": {"true": "locked", "false": "unlocked"},
-    "inputs": [{"mqtt": "cameras/front_door/snapshot"}],
-    "image": {"max_side": 256},
-    "homeassistant": {"device_class": "lock", "name": "Front door lock"},
-}
+RULE: dict[str, Any] = {**LOCK_RULE, "homeassistant": {"device_class": "lock", "name": "Front door lock"}}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,28 +59,11 @@ def installed() -> None:
 
 
 @pytest.fixture
-def camera() -> Iterator[dict[str, bytes]]:
-    """An HTTP snapshot URL whose picture the test sets (the rule's `snapshot:` source)."""
-    picture = {"jpeg": jpeg(230)}
-
-    class Serve(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = picture["jpeg"]
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    picture["url"] = f"http://127.0.0.1:{server.server_port}/snap.jpg".encode()
-    yield picture
-    server.shutdown()
-    server.server_close()
+def camera() -> Iterator[Camera]:
+    """The rule's `snapshot:` source; the test sets the picture it shows."""
+    cam = Camera(jpeg(230))
+    yield cam
+    cam.close()
 
 
 def _home_assistant(folder: Path, mqtt_port: int | None) -> HomeAssistant:
@@ -115,9 +89,9 @@ def test_blueprints_pass_home_assistants_config_check(tmp_path: Path) -> None:
 
 
 def test_rules_become_working_entities(
-    daemon, collector: Collector, broker: Mosquitto, camera: dict[str, bytes], tmp_path: Path
+    daemon, collector: Collector, broker: Mosquitto, camera: Camera, tmp_path: Path
 ) -> None:
-    rule = {**RULE, "snapshot": {"url": camera["url"].decode()}, "schedule": {"every": "1h"}}
+    rule = {**RULE, "snapshot": {"url": camera.url}, "schedule": {"every": "1h"}}
     hass = _home_assistant(tmp_path / "ha", broker.port)
     hass.start()
     try:
