@@ -1,5 +1,7 @@
 """Typed configuration: `config.yaml` and the rules it points at."""
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -126,6 +128,45 @@ class LimitsSettings(StrictModel):
     max_text: Size = Field(32_000, description="Longest text sent to a model, in bytes")
 
 
+class ImageUrlSettings(StrictModel):
+    """Which URLs a job's `image_url` (MQTT or SQS) may fetch: none unless listed."""
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Host names (cam.example.com, *.example.com) and addresses or networks "
+        "(192.168.1.20, 192.168.1.0/24). Empty: image_url is refused. A loopback, private, "
+        "link-local or unique-local address is reached only when an address entry contains it",
+    )
+    timeout: Duration = Field(15, gt=0, description="Total time for one fetch, redirects included")
+    max_redirects: int = Field(3, ge=0, le=10, description="Redirects followed; each is checked the same way")
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, allow: list[str]) -> list[str]:
+        for entry in allow:
+            problem = allow_entry_problem(entry)
+            if problem:
+                raise ValueError(problem)
+        return [entry.strip().lower() for entry in allow]
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(\*\.)?({_LABEL}\.)*{_LABEL}$")
+
+
+def allow_entry_problem(entry: str) -> str | None:
+    """Why `entry` is neither a host name (optionally `*.`) nor an address or network, or None."""
+    text = entry.strip().lower()
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return None
+    except ValueError:
+        pass
+    if _HOST_NAME.match(text) and not text.replace(".", "").isdigit():
+        return None
+    return f"{entry!r} is neither a host name nor an address or network such as 192.168.1.0/24"
+
+
 class Settings(StrictModel):
     """Everything in config.yaml."""
 
@@ -137,6 +178,9 @@ class Settings(StrictModel):
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
     todo: TodoSettings = Field(default_factory=TodoSettings, description="The Todo list notes change")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The REST API")
+    image_url: ImageUrlSettings = Field(
+        default_factory=ImageUrlSettings, description="Where a job's image_url may be fetched from"
+    )
     data_dir: str = Field("data", description="Journal and images; relative to config.yaml")
     rules_dir: str = Field("rules", description="Folder of rule files; relative to config.yaml")
     shutdown_grace: Duration = Field(30, description="On stop, how long running jobs may take to finish")

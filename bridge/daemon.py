@@ -133,7 +133,8 @@ class Bridge:
                 job_id = await self.queue.get()
             except QueueClosed:
                 return
-            await self.runner.run(job_id)
+            if not self.runner.fetch_first(job_id):
+                await self.runner.run(job_id)
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0
@@ -202,6 +203,7 @@ class Bridge:
             await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
+        await self.runner.close()
         for extension in self.extensions:
             try:
                 await extension.stop()

@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.errors import InputError
+from bridge.fetch import NOT_ALLOWED
 from bridge.journal import Job, Journal
 from bridge.outbox import Outbox
 from bridge.payloads import JobInput, parse_payload, payload_hash, summarize
@@ -87,10 +88,13 @@ class Intake:
         if rule is None:
             known = ", ".join(sorted(self._rules)) or "none"
             raise InputError(f"unknown rule {sub.rule!r}; known rules: {known}")
-        if sub.parsed is not None:
-            return rule, sub.parsed
         limits = self._settings.limits
-        return rule, parse_payload(sub.payload or b"", max_bytes=limits.max_payload, max_text=limits.max_text)
+        parsed = sub.parsed or parse_payload(
+            sub.payload or b"", max_bytes=limits.max_payload, max_text=limits.max_text
+        )
+        if parsed.image_url is not None and not self._settings.image_url.allow:
+            raise InputError(NOT_ALLOWED)  # off until config.yaml lists what may be fetched
+        return rule, parsed
 
     def _accept(
         self, sub: Submission, rule: RuleBase, parsed: JobInput, job_id: str, now: float

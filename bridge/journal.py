@@ -302,6 +302,11 @@ class Journal:
             raise KeyError(job_id)
         return job
 
+    def attach_image(self, job_id: str, digest: str) -> None:
+        """Give a waiting job its image (fetched from its image_url) by content hash."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET image = ? WHERE id = ?", (digest, job_id))
+
     def finish(
         self,
         job_id: str,

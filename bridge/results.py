@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.journal import Job, OutboxMessage
+from bridge.redact import redact_url
 from bridge.rules import RuleBase
 from bridge.topics import Topics
 
@@ -93,5 +94,5 @@ def input_summary(job: Job) -> dict[str, Any]:
     if job.image:
         summary["image"] = job.image[:12]
     if data.get("image_url"):
-        summary["image_url"] = data["image_url"]
+        summary["image_url"] = redact_url(data["image_url"])
     return summary

@@ -12,7 +12,7 @@ import httpx
 from bridge.config import LimitsSettings, Settings
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
 from bridge.extensions import Extension
-from bridge.fetch import fetch_image
+from bridge.fetch import fetch_job_image
 from bridge.images import ImageError, ImageSpec, PreparedImage, prepare_image
 from bridge.journal import Job, Journal
 from bridge.ollama_backend import LlmReply, OllamaBackend
@@ -21,9 +21,13 @@ from bridge.queue import JobQueue
 from bridge.results import done_messages, event, failure_messages, input_summary, iso
 from bridge.rules import RuleBase
 from bridge.topics import Topics
+from bridge.url_guard import UrlGuard
 from handlers import Answer, Handler, PromptInput, handler_for
 
 log = logging.getLogger(__name__)
+
+# image_url fetches run beside the model slots, this many at once.
+FETCHES_AT_ONCE = 4
 
 
 @dataclass
@@ -92,11 +96,63 @@ class Runner:
         self._settings = settings
         self._topics = topics
         self._handlers: dict[str, Handler[Any]] = {name: handler_for(rule) for name, rule in rules.items()}
-        self._http = http or httpx.AsyncClient(follow_redirects=True)
+        # Redirects are followed by hand (each hop checked); no proxy from the environment,
+        # which would connect to something other than the checked address.
+        self._http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self.guard = UrlGuard(settings.image_url.allow)
+        self._fetch_slots = asyncio.Semaphore(FETCHES_AT_ONCE)
+        self._fetches: set[asyncio.Task[None]] = set()
         self._clock = clock
         self.stats: dict[str, RuleStats] = {name: RuleStats() for name in rules}
         self.running: set[str] = set()
         self.extensions: Sequence[Extension] = ()
+
+    def fetch_first(self, job_id: str) -> bool:
+        """Start fetching a waiting job's image_url outside the model slots; True if started.
+
+        The fetched image is stored in the journal and the job queued again, so a slow or
+        hostile server holds a fetch slot, never a model slot.
+        """
+        job = self._journal.get(job_id)
+        if job is None or job.state != "queued" or job.image is not None or not job.input.get("image_url"):
+            return False
+        task = asyncio.create_task(self._prefetch(job), name=f"fetch-{job_id}")
+        self._fetches.add(task)
+        task.add_done_callback(self._fetches.discard)
+        return True
+
+    async def _prefetch(self, job: Job) -> None:
+        self.running.add(job.id)
+        try:
+            async with self._fetch_slots:
+                data = await self._fetch(job)
+        except InputError as exc:
+            self._fail(self._journal.start(job.id), str(exc))
+            return
+        finally:
+            self.running.discard(job.id)
+        self._journal.attach_image(job.id, self._journal.put_blob(data))
+        self._journal.after_commit(
+            lambda: self._queue.push(job.id, priority=job.priority, created=job.created)
+        )
+
+    async def _fetch(self, job: Job) -> bytes:
+        limits, options = self._settings.limits, self._settings.image_url
+        return await fetch_job_image(
+            self._http,
+            job.input["image_url"],
+            self.guard,
+            max_bytes=limits.max_payload,
+            timeout=options.timeout,
+            max_redirects=options.max_redirects,
+        )
+
+    async def close(self) -> None:
+        """Stop the fetches under way (their jobs stay queued) and close the HTTP client."""
+        for task in list(self._fetches):
+            task.cancel()
+        await asyncio.gather(*self._fetches, return_exceptions=True)
+        await self._http.aclose()
 
     async def run(self, job_id: str) -> None:
         """Run one job to an outcome: done, failed, dead, or back in the queue."""
@@ -163,7 +219,7 @@ class Runner:
         if job.image is not None:
             data = self._journal.get_blob(job.image)
         elif job.input.get("image_url"):
-            data = await fetch_image(self._http, job.input["image_url"], max_bytes=limits.max_payload)
+            data = await self._fetch(job)  # normally fetched before (fetch_first)
         else:
             return None
         # Decoding and resizing take tens of milliseconds: off the event loop.

@@ -15,6 +15,8 @@ class Camera:
         self.image = image
         self.hits = 0
         self.auth: list[str | None] = []
+        self.hosts: list[str | None] = []
+        self.location = ""  # where mode "redirect" sends the client
         camera = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -24,6 +26,7 @@ class Camera:
             def do_GET(self) -> None:
                 camera.hits += 1
                 camera.auth.append(self.headers.get("Authorization"))
+                camera.hosts.append(self.headers.get("Host"))
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     camera.answer(self)
 
@@ -42,6 +45,22 @@ class Camera:
             return
         if self.mode == "slow":
             time.sleep(3)
+        if self.mode == "redirect":
+            handler.send_response(302)
+            handler.send_header("Location", self.location)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        if self.mode == "trickle":  # a byte a second: every read is quick, the whole is not
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/jpeg")
+            handler.send_header("Content-Length", str(len(self.image)))
+            handler.end_headers()
+            for byte in self.image[:60]:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(1)
+            return
         if self.mode == "html":
             body, kind = b"<html><body>login</body></html>", "text/html; charset=utf-8"
         elif self.mode == "huge":

@@ -124,7 +124,7 @@ def test_stats_topic_counts_jobs_per_rule(daemon, collector: Collector) -> None:
 def test_image_url_is_fetched(daemon, collector: Collector, ollama: OllamaStandin) -> None:
     camera = Camera(jpeg(235))
     try:
-        daemon()
+        process = daemon(image_url={"allow": ["127.0.0.1"]})
         collector.wait_for("llm2mqtt/bridge/state")
         collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": camera.url}))
         result = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
@@ -133,7 +133,9 @@ def test_image_url_is_fetched(daemon, collector: Collector, ollama: OllamaStandi
         camera.mode = "html"
         collector.publish("llm2mqtt/front_door_lock/run", json.dumps({"image_url": camera.url, "id": "page"}))
         error = collector.wait_for("llm2mqtt/front_door_lock/error")[0].json()
-        assert "sent text/html, not an image" in error["error"]
+        assert error["error"] == "could not fetch the image_url"  # the detail is in the log only
+        process.stop()
+        assert "sent text/html, not an image" in process.output()
     finally:
         camera.close()
 

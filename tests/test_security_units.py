@@ -1,0 +1,149 @@
+"""Security checks that need no broker: the image_url guard, redaction, config cross-checks."""
+
+import asyncio
+import ipaddress
+import time
+
+import httpx
+import pytest
+
+from bridge.errors import InputError
+from bridge.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
+from bridge.url_guard import Address, UrlGuard, UrlRefused
+from tests.camera import Camera
+from tests.samples import jpeg
+
+
+def _resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+    """A resolver answering from `table`, as a DNS server under the requester's control would."""
+
+    async def resolve(host: str, port: int) -> list[Address]:
+        if host not in table:
+            raise OSError(f"unknown host {host}")
+        return [ipaddress.ip_address(a) for a in table[host]]
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.1.20",
+        "172.16.0.1",
+        "169.254.169.254",
+        "fe80::1",
+        "fd00::5",
+        "::1",
+        "100.64.0.1",
+        "0.0.0.0",
+    ],
+)
+def test_a_listed_name_never_reaches_an_internal_address(address: str) -> None:
+    guard = UrlGuard(["camera.example.com"], resolver=_resolver({"camera.example.com": [address]}))
+    with pytest.raises(UrlRefused):
+        asyncio.run(guard.check("http://camera.example.com/snap.jpg"))
+
+
+def test_an_internal_address_is_reached_only_when_a_network_entry_names_it() -> None:
+    table = {"camera.example.com": ["192.168.1.20"], "cam.lan": ["192.168.1.20"]}
+    guard = UrlGuard(["camera.example.com", "192.168.1.0/24"], resolver=_resolver(table))
+    target = asyncio.run(guard.check("http://cam.lan:8080/snap.jpg"))
+    assert str(target.address) == "192.168.1.20"
+    assert str(target.url) == "http://192.168.1.20:8080/snap.jpg"
+    assert target.host_header == "cam.lan:8080"
+    with pytest.raises(UrlRefused):
+        asyncio.run(guard.check("http://192.168.2.1/"))
+    with pytest.raises(UrlRefused):  # an IPv4-mapped IPv6 literal is the IPv4 address it carries
+        asyncio.run(guard.check("http://[::ffff:127.0.0.1]/"))
+
+
+def test_public_addresses_of_listed_names_only() -> None:
+    table = {"camera.example.com": ["93.184.216.34"], "other.example.org": ["93.184.216.34"]}
+    guard = UrlGuard(["*.example.com"], resolver=_resolver(table))
+    assert str(asyncio.run(guard.check("https://camera.example.com/x")).address) == "93.184.216.34"
+    with pytest.raises(UrlRefused):
+        asyncio.run(guard.check("https://other.example.org/x"))
+    with pytest.raises(UrlRefused):
+        asyncio.run(guard.check("ftp://camera.example.com/x"))
+    assert not UrlGuard([]).enabled
+
+
+def _fetch(guard: UrlGuard, url: str, timeout: float = 5.0) -> bytes:
+    async def go() -> bytes:
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+            return await fetch_job_image(
+                client, url, guard, max_bytes=1_000_000, timeout=timeout, max_redirects=3
+            )
+
+    return asyncio.run(go())
+
+
+def test_the_fetch_connects_to_the_address_that_was_checked() -> None:
+    """A name no real DNS knows reaches the camera: the checked address is the one connected to,
+    and the Host header keeps the name (so a second DNS answer has nothing to rebind)."""
+    camera = Camera(jpeg(200))
+    try:
+        port = camera.server.server_address[1]
+        answers = iter([["127.0.0.1"], ["10.9.9.9"]])
+
+        async def rebinding(host: str, port: int) -> list[Address]:
+            return [ipaddress.ip_address(a) for a in next(answers)]
+
+        guard = UrlGuard(["camera.invalid", "127.0.0.1/32"], resolver=rebinding)
+        data = _fetch(guard, f"http://camera.invalid:{port}/snap.jpg")
+        assert data == jpeg(200)
+        assert camera.hosts == [f"camera.invalid:{port}"]
+    finally:
+        camera.close()
+
+
+def test_every_redirect_is_checked(caplog: pytest.LogCaptureFixture) -> None:
+    camera = Camera(jpeg(200))
+    try:
+        guard = UrlGuard(["127.0.0.1/32"])
+        camera.mode = "redirect"
+        camera.location = "http://127.0.0.2:9/secret"  # loopback too, but not listed
+        with pytest.raises(InputError) as refused:
+            _fetch(guard, camera.url)
+        assert str(refused.value) == NOT_ALLOWED
+        assert "127.0.0.2" in caplog.text  # the detail is in the log only
+        camera.location = camera.url.replace("camera.door", "elsewhere")
+        with pytest.raises(InputError) as looped:
+            _fetch(guard, camera.url)  # redirects forever
+        assert str(looped.value) == NOT_ALLOWED
+        assert camera.hits == 1 + 4
+    finally:
+        camera.close()
+
+
+@pytest.mark.parametrize("mode", ["404", "html", "closed"])
+def test_fetch_errors_do_not_map_the_network(mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    camera = Camera(jpeg(200))
+    url = camera.url
+    try:
+        camera.mode = mode
+        if mode == "closed":
+            camera.close()
+        with pytest.raises(InputError) as failed:
+            _fetch(UrlGuard(["127.0.0.1"]), url)
+        assert str(failed.value) == NOT_FETCHED
+        detail = {"404": "HTTP 404", "html": "text/html", "closed": "ConnectError"}[mode]
+        assert detail in caplog.text
+    finally:
+        if mode != "closed":
+            camera.close()
+
+
+def test_the_fetch_has_a_total_deadline() -> None:
+    camera = Camera(jpeg(200))
+    try:
+        camera.mode = "trickle"  # one byte a second: no single read ever times out
+        started = time.monotonic()
+        with pytest.raises(InputError) as failed:
+            _fetch(UrlGuard(["127.0.0.1"]), camera.url, timeout=1.5)
+        assert str(failed.value) == NOT_FETCHED
+        assert time.monotonic() - started < 3
+    finally:
+        camera.close()
