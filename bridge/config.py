@@ -45,6 +45,14 @@ class MqttSettings(StrictModel):
     )
     reconnect_max: Duration = Field(60, description="Longest wait between reconnect attempts")
     tls: TlsSettings | None = None
+    reply_deny: list[str] = Field(
+        default_factory=list,
+        description="Topic filters an MQTT 5 response topic (or an SQS reply) may never match "
+        "(e.g. zigbee2mqtt/#); the base topic, the discovery prefix and rule inputs always are",
+    )
+    reply_allow: list[str] = Field(
+        default_factory=list, description="When set, replies go only to topics starting with one of these"
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 """Intake: turn an input into a durable job, or into a clear error, before acknowledging it."""
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -14,6 +15,7 @@ from bridge.journal import Job, Journal
 from bridge.outbox import Outbox
 from bridge.payloads import JobInput, parse_payload, payload_hash, summarize
 from bridge.queue import JobQueue
+from bridge.replies import reply_problem
 from bridge.results import event, failure_messages
 from bridge.rules import RuleBase
 from bridge.topics import Topics
@@ -63,6 +65,7 @@ class Intake:
         self._topics = topics
         self._settings = settings
         self._clock = clock
+        self._inputs = [spec.mqtt for rule in rules.values() for spec in rule.inputs]
         self.counts = {"queued": 0, "rejected": 0, "duplicate": 0}
 
     def submit(self, sub: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
@@ -73,6 +76,13 @@ class Intake:
         now = self._clock()
         job_id = new_job_id(now)
         accepted: str | None = None
+        topic = (sub.reply or {}).get("topic")
+        refusal = reply_problem(topic, self._settings, self._inputs) if topic is not None else None
+        if refusal is not None:
+            # Said on the rule's error topic; nothing at all goes to the refused topic.
+            error = f"reply topic {topic!r} refused: {refusal}"
+            self._reject(dataclasses.replace(sub, reply=None), job_id, error, now)
+            return None
         try:
             rule, parsed = self._validate(sub)
         except InputError as exc:

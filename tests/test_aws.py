@@ -284,7 +284,9 @@ def test_replies_go_to_the_mqtt_topic_and_the_sns_topic_named_in_the_message(
     queue, _ = moto.queue()
     topic = moto.unique("reply")
     inbox = moto.topic_to_queue(topic)
-    _start(daemon, collector, [TOPIC_RULE], **_aws(moto, queue))
+    _start(
+        daemon, collector, [TOPIC_RULE], **_aws(moto, queue, reply_topics=["replies/", moto.topic_arn(topic)])
+    )
     moto.send(queue, {"rule": "message_topic", "id": "r1", "text": "shopping", "reply": "replies/phone"})
     moto.send(queue, {"rule": "message_topic", "id": "r2", "text": "chores", "reply": moto.topic_arn(topic)})
     reply = collector.wait_for("replies/phone")[0].json()

@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from tests.aws_helpers import moto_server
+from tests.aws_helpers import Moto, moto_server
 from tests.camera import Camera
 from tests.conftest import LOCK_RULE, TOPIC_RULE
 from tests.mqtt_helpers import Collector, Daemon
@@ -17,6 +19,12 @@ from tests.samples import jpeg
 pytestmark = pytest.mark.broker
 
 NOT_ALLOWED = "image_url is not allowed (see image_url.allow in config.yaml)"
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    with moto_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -58,16 +66,14 @@ def test_a_listed_host_name_does_not_reach_loopback(
 
 @pytest.mark.aws
 def test_sqs_image_urls_follow_the_same_allow_list(
-    daemon, collector: Collector, camera: Camera, ollama: OllamaStandin
+    daemon, collector: Collector, camera: Camera, moto: Moto, ollama: OllamaStandin
 ) -> None:
-    with moto_server() as moto:
-        queue, _ = moto.queue()
-        aws = {"endpoint_url": moto.url, "region": "us-east-1", "queue_url": queue, "wait_time": 1}
-        _online(daemon, collector, [LOCK_RULE], aws=aws)
-        moto.send(queue, {"rule": "front_door_lock", "id": "cloud-1", "image": camera.url})
-        error = collector.wait_for("llm2mqtt/front_door_lock/error")[0].json()
-        assert error["error"] == NOT_ALLOWED
-        assert camera.hits == 0
+    queue, _ = moto.queue()
+    _online(daemon, collector, [LOCK_RULE], aws=_aws(moto, queue))
+    moto.send(queue, {"rule": "front_door_lock", "id": "cloud-1", "image": camera.url})
+    error = collector.wait_for("llm2mqtt/front_door_lock/error")[0].json()
+    assert error["error"] == NOT_ALLOWED
+    assert camera.hits == 0
 
 
 def test_a_slow_image_url_fails_at_its_deadline_outside_the_model_slot(
@@ -95,3 +101,58 @@ def test_a_fetched_image_url_is_judged(
     result = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
     assert result["state"] == "locked"
     assert ollama.requests[0].brightness[0] > 200
+
+
+def _aws(moto: Moto, queue: str, **extra: Any) -> dict[str, Any]:
+    return {"endpoint_url": moto.url, "region": "us-east-1", "queue_url": queue, "wait_time": 1, **extra}
+
+
+def _request(collector: Collector, topic: str, payload: str, response_topic: str) -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = response_topic
+    props.CorrelationData = b"c"
+    collector.publish(topic, payload, props=props)
+
+
+REFUSED_REPLIES = [
+    "homeassistant/binary_sensor/evil/config",  # a discovery config
+    "llm2mqtt/bridge/state",  # the bridge's own
+    "llm2mqtt/front_door_lock/run",  # another rule's job
+    "cameras/front_door/snapshot",  # a rule's input
+    "zigbee2mqtt/front_door_lock/set",  # a device command, denied by the user
+]
+
+
+def test_reply_topics_that_reach_the_bridge_or_devices_are_refused(
+    daemon, broker, collector: Collector, ollama: OllamaStandin
+) -> None:
+    watcher = Collector(broker.port, ["#"])
+    try:
+        _online(daemon, collector, mqtt={"reply_deny": ["zigbee2mqtt/#"]})
+        for topic in REFUSED_REPLIES:
+            _request(collector, "llm2mqtt/message_topic/run", f"shopping for {topic}", topic)
+        _request(collector, "llm2mqtt/message_topic/run", "chores", "replies/ok")
+        errors = collector.wait_for("llm2mqtt/message_topic/error", count=len(REFUSED_REPLIES))
+        assert sorted(e.json()["error"].split("'")[1] for e in errors) == sorted(REFUSED_REPLIES)
+        assert all("refused" in e.json()["error"] for e in errors)
+        collector.wait_for("replies/ok")
+        time.sleep(0.5)
+        for topic in REFUSED_REPLIES:
+            assert not [m for m in watcher.on(topic) if b"job_id" in m.payload], topic
+    finally:
+        watcher.close()
+
+
+@pytest.mark.aws
+def test_sqs_replies_only_where_aws_reply_topics_allows(
+    daemon, collector: Collector, moto: Moto, ollama: OllamaStandin
+) -> None:
+    queue, _ = moto.queue()
+    _online(daemon, collector, [TOPIC_RULE], aws=_aws(moto, queue, reply_topics=["replies/allowed/"]))
+    moto.send(queue, {"rule": "message_topic", "id": "r1", "text": "shopping", "reply": "replies/phone"})
+    moto.send(queue, {"rule": "message_topic", "id": "r2", "text": "chores", "reply": moto.topic_arn("x")})
+    moto.send(queue, {"rule": "message_topic", "id": "r3", "text": "other", "reply": "replies/allowed/a"})
+    errors = collector.wait_for("llm2mqtt/message_topic/error", count=2)
+    assert all("aws.reply_topics" in e.json()["error"] for e in errors)
+    assert collector.wait_for("replies/allowed/a")[0].json()["id"] == "r3"
+    assert not collector.on("replies/phone")

@@ -7,8 +7,10 @@ import time
 import httpx
 import pytest
 
+from bridge.config import Settings
 from bridge.errors import InputError
 from bridge.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
+from bridge.replies import reply_problem, sqs_reply_problem
 from bridge.url_guard import Address, UrlGuard, UrlRefused
 from tests.camera import Camera
 from tests.samples import jpeg
@@ -68,6 +70,35 @@ def test_public_addresses_of_listed_names_only() -> None:
     with pytest.raises(UrlRefused):
         asyncio.run(guard.check("ftp://camera.example.com/x"))
     assert not UrlGuard([]).enabled
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("llm2mqtt/bridge/state", "bridge's own topics"),
+        ("homeassistant/lock/x/config", "discovery prefix"),
+        ("cameras/front/snapshot", "input of a rule"),
+        ("zigbee2mqtt/lock/set", "mqtt.reply_deny"),
+        ("other/topic", "mqtt.reply_allow"),
+        ("replies/#", "not a topic"),
+        ("replies/phone", None),
+    ],
+)
+def test_reply_problem(topic: str, reason: str | None) -> None:
+    settings = Settings.model_validate(
+        {"mqtt": {"reply_deny": ["zigbee2mqtt/#"], "reply_allow": ["replies/", "zigbee2mqtt/"]}}
+    )
+    problem = reply_problem(topic, settings, ["cameras/+/snapshot"])
+    assert (problem is None) if reason is None else (reason in (problem or ""))
+
+
+def test_sqs_reply_problem() -> None:
+    allowed = ["replies/", "arn:aws:sns:us-east-1:123456789012:phone"]
+    assert sqs_reply_problem({"topic": "replies/a"}, allowed) is None
+    assert sqs_reply_problem({"sns": "arn:aws:sns:us-east-1:123456789012:phone"}, allowed) is None
+    assert sqs_reply_problem({"sns": "arn:aws:sns:us-east-1:123456789012:other"}, allowed)
+    assert sqs_reply_problem({"topic": "zigbee2mqtt/x/set"}, allowed)
+    assert sqs_reply_problem({"topic": "replies/a"}, [])
 
 
 def _fetch(guard: UrlGuard, url: str, timeout: float = 5.0) -> bytes:

@@ -45,6 +45,11 @@ class AwsSettings(StrictModel):
         default_factory=list, description="S3 buckets a job may name for its image (nothing else is read)"
     )
     max_image: Size = Field(20_000_000, description="Largest S3 object read as an image")
+    reply_topics: list[str] = Field(
+        default_factory=list,
+        description="Where a job's `reply` may point: SNS topic ARNs, and MQTT topic prefixes "
+        "(e.g. replies/). Empty: a job with `reply` is refused",
+    )
 
     @field_validator("queue_urls")
     @classmethod

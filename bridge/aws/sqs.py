@@ -30,6 +30,7 @@ from bridge.images import PreparedImage
 from bridge.intake import Submission
 from bridge.journal import Job, OutboxMessage
 from bridge.payloads import job_input_from_object
+from bridge.replies import sqs_reply_problem
 from bridge.results import dumps, iso
 from bridge.rules import RuleBase
 
@@ -198,6 +199,10 @@ class SqsSource(Extension):
         if rule is None:
             known = ", ".join(sorted(self._bridge.rules)) or "none"
             self._report(held, None, f"unknown rule {job.rule!r}; known rules: {known}", rule_name=job.rule)
+            return
+        refusal = sqs_reply_problem(job.reply, self._settings.reply_topics) if job.reply else None
+        if refusal is not None:
+            self._report(held, rule.name, refusal)
             return
         key = job.id or held.message_id
         existing = self._bridge.journal.find_duplicate(
