@@ -3,9 +3,11 @@ configuration does not import the web stack)."""
 
 import ipaddress
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.basemodel import StrictModel
+
+MIN_TOKEN = 16
 
 
 class HttpSettings(StrictModel):
@@ -17,6 +19,16 @@ class HttpSettings(StrictModel):
     token: SecretStr | None = Field(
         None, description="Bearer token every request must carry (use !secret); required off loopback"
     )
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_TOKEN:
+            raise ValueError(
+                f"the token must be at least {MIN_TOKEN} characters (an empty or short token is "
+                "no protection); make one with `openssl rand -hex 16` and keep it in secrets.yaml"
+            )
+        return token
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> "HttpSettings":

@@ -91,7 +91,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     found = _load_rules(path.parent / settings.rules_dir, secrets, env, problems)
     problems.extend(cross_check(found, settings))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(secrets.hide(problems))
     return Config(
         settings=settings,
         rules=tuple(rule for rule, _ in found),
@@ -110,17 +110,42 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
                 f"{where}: rule name {rule.name!r} is also used in {seen[rule.name]}; names must be unique"
             )
         seen.setdefault(rule.name, where)
-        base = settings.mqtt.base_topic
         for index, spec in enumerate(rule.inputs):
-            head = spec.mqtt.split("/")[0]
-            if head in (base, "+", "#"):
-                problems.append(
-                    f"{where}: inputs.{index}.mqtt: {spec.mqtt!r} overlaps the bridge's own "
-                    f"topics under {base}/ (use {base}/{rule.name}/run to send jobs there)"
-                )
+            problem = input_loop_problem(spec.mqtt, settings)
+            if problem:
+                problems.append(f"{where}: inputs.{index}.mqtt: {spec.mqtt!r} {problem}")
         problems.extend(f"{where}: {problem}" for problem in homeassistant.rule_problems(rule))
     problems.extend(homeassistant.slug_problems((rule.name, str(where)) for rule, where in found))
     return problems
+
+
+def input_loop_problem(topic_filter: str, settings: Settings) -> str | None:
+    """Why a rule may not listen on `topic_filter`: it could match what the bridge publishes."""
+    base = settings.mqtt.base_topic
+    if filters_overlap(topic_filter, f"{base}/#"):
+        return (
+            f"overlaps the bridge's own topics under {base}/: its output would come back as "
+            f"input (send jobs to {base}/<rule>/run instead)"
+        )
+    prefix = settings.homeassistant.discovery_prefix
+    if any(filters_overlap(topic_filter, f"{prefix}/{levels}/config") for levels in ("+/+", "+/+/+")):
+        return f"overlaps the Home Assistant discovery topics the bridge publishes under {prefix}/"
+    return None
+
+
+def filters_overlap(first: str, second: str) -> bool:
+    """True when some topic matches both MQTT topic filters (`+` one level, `#` the rest)."""
+    a, b = first.split("/"), second.split("/")
+    for index in range(max(len(a), len(b))):
+        x = a[index] if index < len(a) else None
+        y = b[index] if index < len(b) else None
+        if x == "#" or y == "#":
+            return True
+        if x is None or y is None:
+            return False
+        if x != y and "+" not in (x, y):
+            return False
+    return True
 
 
 def _load_rules(
@@ -239,6 +264,20 @@ class _Secrets:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._values: dict[str, Any] | None = None
+        # Where a !secret or !env value was put (file, key path, label, value): never echoed.
+        self.used: list[tuple[Path, Path_, str, str]] = []
+
+    def hide(self, problems: list[str]) -> list[str]:
+        """`problems` with every value that came from !secret or !env replaced by its label."""
+        return [self._hide(problem) for problem in problems]
+
+    def _hide(self, problem: str) -> str:
+        for file, at, label, value in self.used:
+            here = problem.startswith(f"{file}: {_format_path(at)}")
+            # Short values are hidden only in their own key's message: "1" is in many texts.
+            if value and (here or len(value) >= 6):
+                problem = problem.replace(repr(value), label).replace(value, label)
+        return problem
 
     def get(self, name: str) -> Any:
         if self._values is None:
@@ -263,6 +302,8 @@ def _resolve(
         return [_resolve(v, (*at, i), file, lines, secrets, env, problems) for i, v in enumerate(value)]
     if isinstance(value, _Ref):
         found = secrets.get(value.name) if value.kind == "secret" else env.get(value.name)
+        if found is not None:
+            secrets.used.append((file, at, f"(the value of !{value.kind} {value.name})", str(found)))
         if found is None:
             line = _line_of(lines, at)
             where = f" (line {line})" if line else ""

@@ -3,16 +3,20 @@
 import asyncio
 import ipaddress
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from bridge.cli import main
 from bridge.config import Settings
 from bridge.errors import InputError
 from bridge.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
+from bridge.loader import filters_overlap
 from bridge.replies import reply_problem, sqs_reply_problem
 from bridge.url_guard import Address, UrlGuard, UrlRefused
 from tests.camera import Camera
+from tests.conftest import TOPIC_RULE
 from tests.samples import jpeg
 
 
@@ -178,3 +182,73 @@ def test_the_fetch_has_a_total_deadline() -> None:
         assert time.monotonic() - started < 3
     finally:
         camera.close()
+
+
+def _check(path: Path, capsys: pytest.CaptureFixture[str], command: str = "check") -> tuple[int, str]:
+    code = main([command, "-c", str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("token", ["", "short-token", "!env"])
+def test_an_empty_or_short_http_token_is_refused(
+    token: str, write_config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(http={"enabled": True, "host": "0.0.0.0", "token": token})
+    if token == "!env":
+        monkeypatch.setenv("LLM2MQTT_TEST_TOKEN", "")
+        path.write_text(path.read_text().replace("token: '!env'", "token: !env LLM2MQTT_TEST_TOKEN"))
+    code, text = _check(path, capsys)
+    assert code == 2
+    assert "http.token" in text
+    assert "at least 16 characters" in text
+    assert _check(path, capsys, "run")[0] == 2  # the daemon does not start either
+
+
+@pytest.mark.parametrize(
+    ("base", "topic_filter"),
+    [
+        ("home/llm2mqtt", "home/#"),
+        ("home/llm2mqtt", "home/+/bridge/+"),
+        ("home/llm2mqtt", "+/+/+/result"),
+        ("llm2mqtt", "+/front_door_lock/state"),
+        ("llm2mqtt", "homeassistant/+/+/config"),
+    ],
+)
+def test_an_input_that_can_match_an_output_is_refused(
+    base: str, topic_filter: str, write_config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rule = {**TOPIC_RULE, "inputs": [{"mqtt": topic_filter}]}
+    path = write_config([rule], mqtt={"base_topic": base})
+    code, text = _check(path, capsys)
+    assert code == 2
+    assert "inputs.0.mqtt" in text
+    assert "overlaps" in text
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ("home/#", "home/llm2mqtt/#", True),
+        ("a/+/c", "a/b/#", True),
+        ("a/+", "a", False),
+        ("a/#", "a", True),
+        ("cameras/+/snapshot", "llm2mqtt/#", False),
+        ("x/y", "x/z", False),
+    ],
+)
+def test_filters_overlap(first: str, second: str, overlap: bool) -> None:
+    assert filters_overlap(first, second) is overlap
+    assert filters_overlap(second, first) is overlap
+
+
+def test_check_never_echoes_a_secret(write_config, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config()
+    (path.parent / "secrets.yaml").write_text("ha_token: SecretHaTok-3\nshort: '9'\n")
+    path.write_text("ollama:\n  timeout: !secret ha_token\n  parallel: !secret short\n  retries: 99\n")
+    code, text = _check(path, capsys)
+    assert code == 2
+    assert "ollama.timeout" in text
+    assert "ollama.parallel" not in text
+    assert "SecretHaTok" not in text
+    assert "(the value of !secret ha_token)" in text

@@ -219,7 +219,7 @@ def test_rest_api_lists_filters_changes_and_undoes(todo_daemon: dict[str, Any], 
 
 def test_rest_api_token(daemon: Callable[..., Any], collector: Collector) -> None:
     port = free_port()
-    process = daemon([RULE], http={"enabled": True, "port": port, "token": "s3cret"})
+    process = daemon([RULE], http={"enabled": True, "port": port, "token": "s3cret-s3cret-s3cret"})
     collector.wait_for("llm2mqtt/bridge/state")
     url = f"http://127.0.0.1:{port}/api/todo/tasks"
     deadline = time.monotonic() + 10
@@ -232,7 +232,7 @@ def test_rest_api_token(daemon: Callable[..., Any], collector: Collector) -> Non
             time.sleep(0.1)
     assert refused.status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.get(url, headers={"Authorization": "Bearer s3cret-s3cret-s3cret"}).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 401
     assert process.stop() == 0  # the server stops with the daemon, which keeps its signals
     assert "Traceback" not in process.output()

@@ -192,7 +192,7 @@ def test_http_needs_a_token_off_loopback() -> None:
     assert HttpSettings(enabled=True).host == "127.0.0.1"
     with pytest.raises(ValidationError, match=r"http\.token"):
         HttpSettings(enabled=True, host="0.0.0.0")
-    assert HttpSettings(enabled=True, host="0.0.0.0", token="t").token is not None
+    assert HttpSettings(enabled=True, host="0.0.0.0", token="t" * 16).token is not None
 
 
 def test_labelled_set_recall_at_8_stays_above_098() -> None:
