@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -78,12 +79,16 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request with its full URL at INFO, credentials and all.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
     from bridge.daemon import Bridge
 
     _setup_logging(config.settings.log_level)
+    os.umask(0o077)  # every file the daemon makes (databases, their WAL, JSON) is its own
 
     async def serve() -> None:
         bridge = Bridge(config)

@@ -6,8 +6,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
@@ -21,6 +21,7 @@ from bridge.mqtt import Inbound, MqttLink
 from bridge.ollama_backend import OllamaBackend
 from bridge.outbox import Outbox
 from bridge.queue import JobQueue, QueueClosed
+from bridge.redact import redact_url
 from bridge.topics import Topics
 from bridge.worker import Runner
 
@@ -38,6 +39,7 @@ class Bridge:
         self.settings = config.settings
         self.topics = Topics(self.settings.mqtt.base_topic)
         self.rules = {rule.name: rule for rule in config.rules if rule.enabled}
+        make_private(config.data_dir)
         self.journal = Journal(
             config.data_dir / "journal.sqlite3",
             synchronous=self.settings.journal.synchronous,
@@ -293,7 +295,7 @@ class Bridge:
             "version": __version__,
             "base_topic": self.topics.base,
             "ollama": {
-                "url": _without_userinfo(self.settings.ollama.url),
+                "url": redact_url(self.settings.ollama.url),
                 "parallel": self.settings.ollama.parallel,
             },
             "rules": [
@@ -310,7 +312,12 @@ class Bridge:
         return json.dumps(info, ensure_ascii=False).encode()
 
 
-def _without_userinfo(url: str) -> str:
-    """A URL as it may be shown: any user:password@ part removed."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+def make_private(folder: Path) -> None:
+    """The data directory 0700 and everything in it 0600: door pictures and notes are nobody
+    else's business on this machine (files made before this rule included)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue  # never change something outside the folder
+        path.chmod(0o700 if path.is_dir() else 0o600)

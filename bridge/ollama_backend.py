@@ -17,6 +17,7 @@ import ollama
 
 from bridge.config import OllamaSettings
 from bridge.errors import BackendError, BackendUnavailable, ModelNotFound
+from bridge.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ class OllamaBackend:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self.url = settings.url.rstrip("/")
+        self.url = redact_url(settings.url.rstrip("/"))  # as logs and error messages show it
         self._client = ollama.AsyncClient(
-            host=self.url,
+            host=settings.url.rstrip("/"),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
         )
         self._slots = asyncio.Semaphore(settings.parallel)

@@ -29,6 +29,7 @@ from bridge.journal import Job, OutboxMessage
 from bridge.mqtt import Inbound
 from bridge.payloads import JobInput
 from bridge.queue import JobTraits
+from bridge.redact import redact_url
 from bridge.results import dumps, event, failure_messages
 from bridge.rules import RuleBase
 from bridge.schedule_store import ScheduleStore
@@ -171,7 +172,8 @@ class ScheduleExtension(Extension):
         except SnapshotError as exc:
             now = time.time()
             log.warning("%s: %s", rule.name, exc)
-            summary = {"source": source, "snapshot": rule.snapshot.url or rule.snapshot.mqtt_request}
+            shown = redact_url(rule.snapshot.url) if rule.snapshot.url else rule.snapshot.mqtt_request
+            summary = {"source": source, "snapshot": shown}
             self.bridge.outbox.add(
                 failure_messages(self.bridge.topics, rule.name, new_job_id(now), str(exc), summary, now)
             )

@@ -156,3 +156,53 @@ def test_sqs_replies_only_where_aws_reply_topics_allows(
     assert all("aws.reply_topics" in e.json()["error"] for e in errors)
     assert collector.wait_for("replies/allowed/a")[0].json()["id"] == "r3"
     assert not collector.on("replies/phone")
+
+
+def test_credentials_in_urls_are_never_shown(
+    daemon, broker, collector: Collector, camera: Camera, ollama: OllamaStandin
+) -> None:
+    everything = Collector(broker.port, ["#"])
+    try:
+        camera.mode = "404"
+        snapshot = camera.url.replace("http://", "http://cam:CamPw2@") + "?password=CamPw3"
+        lock = {**LOCK_RULE, "snapshot": {"url": snapshot, "timeout": "2s"}}
+        port = ollama.url.rsplit(":", 1)[1]
+        process = _online(
+            daemon,
+            collector,
+            [lock, TOPIC_RULE],
+            ollama={"url": f"http://llm:OllamaPw1@127.0.0.1:{int(port) + 1}"},  # nobody there
+            log_level="info",
+        )
+        collector.publish("llm2mqtt/front_door_lock/check", "")
+        collector.publish("llm2mqtt/message_topic/run", "milk")
+        collector.wait_for("llm2mqtt/front_door_lock/error")
+        error = collector.wait_for("llm2mqtt/message_topic/error")[0].json()["error"]
+        assert "cannot reach Ollama at http://***@127.0.0.1" in error
+        time.sleep(0.3)
+        process.stop()
+        shown = process.output() + "".join(m.payload.decode(errors="replace") for m in everything.messages)
+        for secret in ("OllamaPw1", "CamPw2", "CamPw3"):
+            assert secret not in shown, secret
+        assert "password=***" in shown
+    finally:
+        everything.close()
+
+
+def test_the_data_directory_is_private(daemon, daemon_config, collector: Collector, ollama) -> None:
+    """Door pictures and notes are readable by the daemon's user only, files made earlier too."""
+    data = daemon_config().parent / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    old = data / "schedules.json"
+    old.write_text("{}")
+    old.chmod(0o644)
+    todo = {"name": "todo_note", "handler": "todo_match", "model": "m", "prompt": "What is this note?"}
+    _online(daemon, collector, [LOCK_RULE, todo])
+    collector.publish("llm2mqtt/front_door_lock/run", jpeg(200))
+    collector.wait_for("llm2mqtt/front_door_lock/result")
+    assert data.stat().st_mode & 0o777 == 0o700
+    modes = {str(path.relative_to(data)): path.stat().st_mode & 0o777 for path in data.rglob("*")}
+    assert {"journal.sqlite3", "journal.sqlite3-wal", "todo.sqlite3", "schedules.json"} <= set(modes)
+    assert {mode for name, mode in modes.items() if (data / name).is_file()} == {0o600}, modes
+    assert {mode for name, mode in modes.items() if (data / name).is_dir()} <= {0o700}, modes
