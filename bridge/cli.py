@@ -19,6 +19,7 @@ from bridge.config import Config
 from bridge.errors import ConfigError, Llm2MqttError
 from bridge.images import ImageError, prepare_image
 from bridge.loader import ENV_CONFIG, json_schema, load_config
+from bridge.mqtt import configure_tls, connect_failure
 from bridge.ollama_backend import OllamaBackend, has_model
 from bridge.worker import ask_model, image_spec
 from handlers import PromptInput, handler_for
@@ -124,14 +125,13 @@ def _check_broker(config: Config) -> list[str]:
     user, password = mqtt.credentials()
     if user is not None:
         client.username_pw_set(user, password)
-    if mqtt.use_tls:
-        client.tls_set(ca_certs=mqtt.tls.ca_certs if mqtt.tls else None)
+    configure_tls(client, mqtt)
     outcome: dict[str, Any] = {}
     client.on_connect = lambda c, u, f, reason, p: outcome.setdefault("reason", reason)
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=10)
     except OSError as exc:
-        return [f"cannot reach the broker at {mqtt.safe_url()}: {exc}"]
+        return [f"cannot reach the broker at {mqtt.safe_url()}: {connect_failure(exc)}"]
     deadline = time.monotonic() + 5
     while "reason" not in outcome and time.monotonic() < deadline:
         client.loop(timeout=0.1)

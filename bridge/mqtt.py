@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ class MqttLink:
         self._on_published = on_published
         self._info = info
         self._subscriptions: dict[str, int] = {}
+        self._last_failure: str | None = None
         self.connected = False
         self.v5 = settings.protocol == "5"
         self.client = self._make_client()
@@ -82,16 +84,7 @@ class MqttLink:
         user, password = s.credentials()
         if user is not None:
             client.username_pw_set(user, password)
-        if s.use_tls:
-            tls = s.tls
-            client.tls_set(
-                ca_certs=tls.ca_certs if tls else None,
-                certfile=tls.certfile if tls else None,
-                keyfile=tls.keyfile if tls else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            if tls and tls.insecure:
-                client.tls_insecure_set(True)
+        configure_tls(client, s)
         client.will_set(self.topics.state, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(s.reconnect_max)))
         # paho keeps QoS 1 messages published while offline and sends them on reconnect;
@@ -99,6 +92,7 @@ class MqttLink:
         client.max_inflight_messages_set(100)
         client.on_socket_open = _no_delay
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
@@ -190,12 +184,22 @@ class MqttLink:
             log.error("the broker at %s refused the connection: %s", self.settings.safe_url(), reason)
             return
         self.connected = True
+        self._last_failure = None
         log.info("connected to the broker (session %s)", "resumed" if flags.session_present else "new")
         for topic, qos in self._subscriptions.items():
             client.subscribe(topic, qos)
         client.publish(self.topics.state, ONLINE, qos=1, retain=True)
         client.publish(self.topics.info, self._info(), qos=1, retain=True)
         self._loop.call_soon_threadsafe(self._on_connected)
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError`: the exception in hand is the reason.
+        reason = connect_failure(sys.exc_info()[1])
+        if reason != self._last_failure:  # once per reason, not on every retry
+            log.warning("cannot connect to the broker at %s: %s; retrying", self.settings.safe_url(), reason)
+            self._last_failure = reason
+        else:
+            log.debug("cannot connect to the broker: %s", reason)
 
     def _handle_disconnect(
         self,
@@ -229,6 +233,35 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
         self._loop.call_soon_threadsafe(self._on_published, mid)
+
+
+def configure_tls(client: paho.Client, settings: MqttSettings) -> None:
+    """TLS as the settings ask: one place, so the daemon and `check --live` connect alike."""
+    if not settings.use_tls:
+        return
+    tls = settings.tls
+    client.tls_set(
+        ca_certs=tls.ca_certs if tls else None,
+        certfile=tls.certfile if tls else None,
+        keyfile=tls.keyfile if tls else None,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    if tls and tls.insecure:
+        client.tls_insecure_set(True)
+
+
+def connect_failure(exc: BaseException | None) -> str:
+    """Why a connection attempt failed, in words a person can act on (TLS reasons spelled out)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the broker's certificate was not accepted: {exc.verify_message} (check "
+            "mqtt.tls.ca_certs and that the host in mqtt.url is the name in the certificate)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if exc is None:
+        return "unknown reason"
+    return str(exc) or type(exc).__name__
 
 
 def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:

@@ -4,7 +4,9 @@ import datetime
 import ipaddress
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -14,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.mqtt_helpers import Collector, Daemon, free_port, wait_for_port
 from tests.samples import jpeg
+from tests.test_cli import cli
 
 pytestmark = pytest.mark.broker
 
@@ -130,3 +133,42 @@ def test_wrong_password_is_reported_and_retried(secure_broker, write_config, oll
         assert "wrong" not in daemon.output()
     finally:
         assert daemon.stop() == 0
+
+
+def _tls_config(write_config, ollama, tls_port: int, ca: Path, **tls: Any) -> Path:
+    # The certificate names 127.0.0.1 only: "localhost" is the wrong host name for it.
+    return write_config(
+        mqtt={
+            "url": f"mqtts://bridge:s3cret%20pass@localhost:{tls_port}",
+            "tls": {"ca_certs": str(ca), **tls},
+            "reconnect_max": 1,
+        },
+        ollama={"url": ollama.url},
+    )
+
+
+def test_a_tls_failure_is_logged_with_its_reason(secure_broker, write_config, ollama) -> None:
+    tls_port, _plain_port, ca = secure_broker
+    daemon = Daemon(_tls_config(write_config, ollama, tls_port, ca))
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "cannot connect to the broker" not in daemon.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.5)  # a few retries: the reason is logged once, not on every retry
+        lines = [line for line in daemon.output().splitlines() if "cannot connect to the broker" in line]
+        assert len(lines) == 1, lines
+        assert "TLS: the broker's certificate was not accepted" in lines[0]
+        assert "Hostname mismatch" in lines[0]
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_check_live_uses_the_daemons_tls_settings(secure_broker, write_config, ollama) -> None:
+    tls_port, _plain_port, ca = secure_broker
+    refused = cli("check", "--live", "-c", str(_tls_config(write_config, ollama, tls_port, ca)))
+    assert "Hostname mismatch" in refused.stderr
+    accepted = _tls_config(write_config, ollama, tls_port, ca, insecure=True)
+    done = cli("check", "--live", "-c", str(accepted))
+    assert "cannot reach the broker" not in done.stderr
+    assert f"broker at mqtts://bridge@localhost:{tls_port}: connected" in done.stdout
