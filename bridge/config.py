@@ -134,6 +134,12 @@ class LimitsSettings(StrictModel):
     max_payload: Size = Field(20_000_000, description="Largest accepted payload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Larger images are refused")
     max_text: Size = Field(32_000, description="Longest text sent to a model, in bytes")
+    max_decode_memory: Size = Field(
+        100_000_000,
+        gt=0,
+        description="Most memory a PNG or WebP may take to decode (they are decoded in full; a JPEG "
+        "is shrunk while decoding): about 10 MB per megapixel for PNG, 18 for WebP",
+    )
 
 
 class ImageUrlSettings(StrictModel):

@@ -29,6 +29,10 @@ _OTHER_BRANDS = {b"ftypheic": "HEIC", b"ftypheix": "HEIC", b"ftypmif1": "HEIF", 
 # Pillow's errors for broken or hostile data; Warning too, as warnings may be configured as errors.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _PILLOW_ERRORS = (*_DECODE_ERRORS, Image.DecompressionBombError, Warning)
+# Peak memory per source pixel, in bytes, of preparing a PNG or WebP (decoded in full: no draft),
+# worst mode measured with `python -m bench.image_rss` (PNG: 16-bit grey and RGBA about 9.6 and
+# 9.0; WebP: RGB 15.4 and RGBA 17.3), rounded up. A JPEG is shrunk while it is decoded.
+_DECODE_COST = {"PNG": 10, "WEBP": 18}
 
 
 class ImageError(InputError, ValueError):
@@ -43,6 +47,7 @@ class ImageSpec:
     max_side: int | None = 1024  # downscale so the longer side is at most this; None keeps the size
     quality: int = 85  # JPEG quality of the re-encoded image
     max_pixels: int = 40_000_000  # refuse bigger images (decompression bombs) before decoding
+    max_decode_bytes: int = 100_000_000  # refuse a PNG or WebP whose full decode would cost more
 
     def __post_init__(self) -> None:
         """Reject nonsensical settings where the mistake is made, not deep inside a job."""
@@ -59,6 +64,8 @@ class ImageSpec:
             raise ValueError(f"quality must be between 1 and 100, not {self.quality}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be at least 1, not {self.max_pixels}")
+        if self.max_decode_bytes < 1:
+            raise ValueError(f"max_decode_bytes must be at least 1, not {self.max_decode_bytes}")
 
 
 @dataclass(frozen=True)
@@ -96,10 +103,12 @@ def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:
     """Decode, orient, crop, downscale and re-encode ``data`` as an RGB JPEG without metadata."""
     if (webp := _webp_size(data)) is not None:
         _check_pixels(webp, spec.max_pixels)  # before Image.open, which allocates a WebP's canvas
+        _check_decode_cost("WEBP", webp, spec.max_decode_bytes)
     img, source_format = _open(data)
     with img:
         source_size = img.size
         _check_pixels(source_size, spec.max_pixels)
+        _check_decode_cost(source_format, source_size, spec.max_decode_bytes)
         try:
             # Read before load(): draft must know whether the picture lies on its side.
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
@@ -202,6 +211,18 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     if width * height > max_pixels:
         size_text = f"{width * height / 1e6:.1f} megapixels ({width}x{height})"
         raise ImageError(f"image is {size_text}, above the limit of {max_pixels / 1e6:.1f} megapixels")
+
+
+def _check_decode_cost(source_format: str, size: tuple[int, int], max_bytes: int) -> None:
+    """Refuse a PNG or WebP whose full decode would take more memory than allowed."""
+    cost = _DECODE_COST.get(source_format, 0) * size[0] * size[1]
+    if cost > max_bytes:
+        pixels = size[0] * size[1] / 1e6
+        raise ImageError(
+            f"image is a {source_format} of {pixels:.1f} megapixels ({size[0]}x{size[1]}), which takes "
+            f"about {cost / 1e6:.0f} MB to decode, above limits.max_decode_memory ({max_bytes / 1e6:.0f} MB);"
+            " send a JPEG, or a smaller picture"
+        )
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

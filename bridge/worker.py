@@ -307,6 +307,7 @@ def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:
         max_side=rule.image.max_side,
         quality=rule.image.quality,
         max_pixels=limits.max_image_pixels,
+        max_decode_bytes=limits.max_decode_memory,
     )
 
 

@@ -3,15 +3,18 @@
 import asyncio
 import ipaddress
 import time
+from io import BytesIO
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from bridge.cli import main
 from bridge.config import Settings
 from bridge.errors import InputError
 from bridge.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
+from bridge.images import ImageError, ImageSpec, prepare_image
 from bridge.loader import filters_overlap
 from bridge.replies import reply_problem, sqs_reply_problem
 from bridge.url_guard import Address, UrlGuard, UrlRefused
@@ -270,3 +273,21 @@ def test_the_note_fence_is_random_and_cannot_be_closed_by_the_note() -> None:
         assert block == note
         fences.add(fence)
     assert len(fences) == 2
+
+
+def _picture(kind: str, side: int) -> bytes:
+    out = BytesIO()
+    Image.new("L", (side, side), 128).save(out, kind)
+    return out.getvalue()
+
+
+def test_pictures_decoded_in_full_have_their_own_lower_limit() -> None:
+    """A 6300x6300 PNG is under 40 megapixels but would take ~200 MB to decode: refused before
+    decoding; the same JPEG is shrunk while it is decoded and stays welcome."""
+    spec = ImageSpec(max_side=1024)
+    for kind in ("PNG", "WEBP"):
+        with pytest.raises(ImageError, match="max_decode_memory"):
+            prepare_image(_picture(kind, 6300), spec)
+    assert prepare_image(_picture("JPEG", 6300), spec).width == 1024
+    assert prepare_image(_picture("PNG", 3000), spec).width == 1024  # 9 megapixels: 90 MB
+    assert Settings().limits.max_decode_memory == 100_000_000
