@@ -18,7 +18,7 @@ from PIL import Image
 _CHILD = """
 import sys, time
 from pathlib import Path
-from bridge.images import ImageSpec, prepare_image
+from bridge.pipeline.images import ImageSpec, prepare_image
 def status(key):  # KiB; VmHWM is the peak of this process image (ru_maxrss survives exec)
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))
     return int(line.split()[1])
