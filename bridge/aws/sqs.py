@@ -31,6 +31,7 @@ from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.payloads import job_input_from_object
+from bridge.pipeline.redact import redact_urls_in
 from bridge.pipeline.replies import sqs_reply_problem
 from bridge.pipeline.results import dumps, iso
 
@@ -309,7 +310,7 @@ class SqsSource(Extension):
             "source": f"sqs:{held.queue.name}",
             "message_id": held.message_id,
             "receive_count": held.receive_count,
-            "head": held.body[:80],
+            "head": redact_urls_in(held.body[:80]),
         }
         messages = []
         if rule is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bridge.errors import InputError
+from bridge.pipeline.redact import redact_urls_in
 
 # Magic numbers of the image formats a model accepts; decoding happens later, in a worker.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
@@ -138,5 +139,5 @@ def summarize(payload: bytes) -> dict[str, Any]:
         summary["kind"] = "binary"
         return summary
     summary["kind"] = "json" if text.lstrip().startswith("{") else "text"
-    summary["head"] = text[:80]
+    summary["head"] = redact_urls_in(text[:80])  # an image_url may carry a password
     return summary

@@ -1,8 +1,10 @@
 """Showing URLs without the credentials they may carry. Pure; imports nothing of the bridge."""
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 HIDDEN = "***"
+_URL = re.compile(r"\b(?:https?|mqtts?)://[^\s\"'<>]+")
 
 
 def redact_url(url: str) -> str:
@@ -22,9 +24,5 @@ def redact_url(url: str) -> str:
 
 
 def redact_urls_in(text: str) -> str:
-    """`text` with every http(s) URL in it redacted (for error texts that quote a URL)."""
-    words = text.split(" ")
-    return " ".join(
-        redact_url(word) if word.startswith(("http://", "https://", "mqtt://", "mqtts://")) else word
-        for word in words
-    )
+    """`text` with every URL in it redacted (error texts and payload heads that quote one)."""
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)

@@ -17,6 +17,7 @@ from bridge.config.settings import Settings
 from bridge.errors import InputError
 from bridge.pipeline.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
 from bridge.pipeline.images import ImageError, ImageSpec, prepare_image
+from bridge.pipeline.redact import redact_url, redact_urls_in
 from bridge.pipeline.replies import reply_problem, sqs_reply_problem
 from bridge.pipeline.url_guard import Address, UrlGuard, UrlRefused
 from handlers import PromptInput, handler_for
@@ -291,3 +292,17 @@ def test_pictures_decoded_in_full_have_their_own_lower_limit() -> None:
     assert prepare_image(_picture("JPEG", 6300), spec).width == 1024
     assert prepare_image(_picture("PNG", 3000), spec).width == 1024  # 9 megapixels: 90 MB
     assert Settings().limits.max_decode_memory == 100_000_000
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://llm:pw@host:11434", "http://***@host:11434"),
+        ("https://cam/snap.jpg?user=admin&password=x", "https://cam/snap.jpg?user=***&password=***"),
+        ("http://host/a", "http://host/a"),
+        ("mqtt://u:p@broker", "mqtt://***@broker"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_urls_in(f'{{"image_url": "{url}"}}') == f'{{"image_url": "{shown}"}}'
