@@ -1,13 +1,21 @@
 """Security checks that need no broker: the image_url guard, redaction, config cross-checks."""
 
 import asyncio
+import datetime
 import ipaddress
+import ssl
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from bridge.cli import main
@@ -306,3 +314,71 @@ def test_pictures_decoded_in_full_have_their_own_lower_limit() -> None:
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact_urls_in(f'{{"image_url": "{url}"}}') == f'{{"image_url": "{shown}"}}'
+
+
+def _https_camera(folder: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSLContext]:
+    """An HTTPS server on 127.0.0.1 whose certificate names `name` only, and a client context
+    trusting its CA."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = folder / "cert.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = folder / "key.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    image = jpeg(200)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, ssl.create_default_context(cafile=str(pem))
+
+
+def test_https_keeps_the_name_for_tls_while_connecting_to_the_checked_address(tmp_path: Path) -> None:
+    server, trust = _https_camera(tmp_path, "camera.invalid")
+    port = server.server_address[1]
+    guard = UrlGuard(
+        ["camera.invalid", "127.0.0.1/32"], resolver=_resolver({"camera.invalid": ["127.0.0.1"]})
+    )
+
+    async def fetch(url: str) -> bytes:
+        async with httpx.AsyncClient(verify=trust, follow_redirects=False, trust_env=False) as client:
+            return await fetch_job_image(client, url, guard, max_bytes=10**6, timeout=5, max_redirects=0)
+
+    try:
+        assert asyncio.run(fetch(f"https://camera.invalid:{port}/snap.jpg")) == jpeg(200)
+        with pytest.raises(InputError):  # by address, the certificate (for the name) does not fit
+            asyncio.run(fetch(f"https://127.0.0.1:{port}/snap.jpg"))
+    finally:
+        server.shutdown()
+        server.server_close()
