@@ -32,7 +32,8 @@ def job_message_schema() -> dict[str, Any]:
             },
             "text": {"type": "string", "description": "Text input"},
             "image": {
-                "description": "Image input: an S3 object, an http(s) URL, or base64 (a data URL too)",
+                "description": "Image input: an S3 object (in aws.buckets), an http(s) URL (only where "
+                "image_url.allow permits), or base64 (a data URL too)",
                 "anyOf": [
                     {
                         "type": "object",
@@ -46,7 +47,8 @@ def job_message_schema() -> dict[str, Any]:
             },
             "reply": {
                 "type": "string",
-                "description": "Also send the result here: an SNS topic ARN, or an MQTT topic",
+                "description": "Also send the result here: an SNS topic ARN, or an MQTT topic; only "
+                "those listed in aws.reply_topics (MQTT topics by prefix)",
             },
         },
     }
