@@ -32,6 +32,11 @@ class TodoSettings(StrictModel):
     list_limit: int = Field(
         500, ge=0, le=10_000, description="Open tasks in the retained <base>/todo/list message"
     )
+    confirm: list[Literal["create", "update", "complete"]] = Field(
+        default_factory=list,
+        description="Changes a note may only propose: published on <base>/todo/confirm for a person "
+        "(REST, web, Home Assistant) to make, never applied by the note itself",
+    )
 
     @model_validator(mode="after")
     def _backend_configured(self) -> "TodoSettings":

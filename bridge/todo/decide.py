@@ -5,8 +5,8 @@ becomes a new task), an existing task is never changed below the rule's confiden
 nothing here ever deletes.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Kind = Literal["create", "update", "complete", "none", "confirm"]
@@ -32,8 +32,24 @@ def plan_change(
     *,
     confirm_below: float,
     low_confidence: Literal["needs_confirmation", "ask"],
+    confirm: Collection[str] = (),
 ) -> Plan:
-    """The change for a valid answer (`decision`: action, uid, title, genre, due, confidence)."""
+    """The change for a valid answer (`decision`: action, uid, title, genre, due, confidence);
+    a change whose kind is in `confirm` (todo.confirm) waits for a person instead."""
+    plan = _plan(decision, candidates, confirm_below=confirm_below, low_confidence=low_confidence)
+    if plan.kind not in confirm:
+        return plan
+    why = f"todo.confirm lists {plan.kind}: waiting for a person"
+    return replace(plan, kind="confirm", needs_confirmation=False, description=None, why=why)
+
+
+def _plan(
+    decision: Mapping[str, Any],
+    candidates: Mapping[str, Mapping[str, Any]],
+    *,
+    confirm_below: float,
+    low_confidence: Literal["needs_confirmation", "ask"],
+) -> Plan:
     action = decision["action"]
     uid = decision.get("uid")
     title, genre, due = decision["title"], decision.get("genre"), decision.get("due")

@@ -168,6 +168,7 @@ class TodoExtension(Extension):
             pending.candidates,
             confirm_below=rule.confirm_below,
             low_confidence=rule.low_confidence,
+            confirm=self.settings.confirm,
         )
         source = f"note:{job.source}"
         before = pending.candidates.get(plan.uid) if plan.uid else None

@@ -5,14 +5,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.conftest import LOCK_RULE, TOPIC_RULE
+from tests.e2e.test_todo_end_to_end import RULE as TODO_RULE
+from tests.e2e.test_todo_end_to_end import model as todo_model
 from tests.support.aws_helpers import Moto, moto_server
 from tests.support.camera import Camera
-from tests.support.mqtt_helpers import Collector, Daemon
+from tests.support.mqtt_helpers import Collector, Daemon, free_port
 from tests.support.ollama_standin import OllamaStandin
 from tests.support.samples import jpeg
 
@@ -206,3 +209,25 @@ def test_the_data_directory_is_private(daemon, daemon_config, collector: Collect
     assert {"journal.sqlite3", "journal.sqlite3-wal", "todo.sqlite3", "schedules.json"} <= set(modes)
     assert {mode for name, mode in modes.items() if (data / name).is_file()} == {0o600}, modes
     assert {mode for name, mode in modes.items() if (data / name).is_dir()} <= {0o700}, modes
+
+
+def test_todo_confirm_holds_named_actions_for_a_person(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
+    ollama.responder = todo_model
+    port = free_port()
+    _online(
+        daemon, collector, [TODO_RULE], http={"enabled": True, "port": port}, todo={"confirm": ["complete"]}
+    )
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/todo", timeout=5) as api:
+        milk = api.post("/tasks", json={"title": "牛乳を買う", "genre": "shopping"}).json()["uid"]
+        collector.publish("llm2mqtt/todo/note", "done: 牛乳")
+        proposal = collector.wait_for("llm2mqtt/todo/confirm")[0].json()
+        assert (proposal["proposed"], proposal["uid"]) == ("complete", milk)
+        assert "todo.confirm" in proposal["why"]
+        assert api.get(f"/tasks/{milk}").json()["status"] == "needs_action"  # not applied
+        api.post(f"/tasks/{milk}/complete")  # the person confirms
+        assert api.get(f"/tasks/{milk}").json()["status"] == "completed"
+        collector.publish("llm2mqtt/todo/note", "ぎゅうにゅう買っといて")  # update: not listed
+        update = collector.wait_for("llm2mqtt/todo/event", where=lambda m: m.json().get("action") == "update")
+        assert update[0].json()["uid"] == milk

@@ -211,3 +211,13 @@ def test_fuse_ranks_by_reciprocal_rank_and_keeps_k() -> None:
     assert fuse(["a", "b", "c"], ["c", "d"], k=3) == ["c", "a", "b"]
     assert fuse(["a"], [], k=8) == ["a"]
     assert len(fuse([str(i) for i in range(8)], [str(i) for i in range(8, 16)], k=8)) == 8
+
+
+def test_plan_change_holds_the_actions_todo_confirm_names() -> None:
+    plan = plan_change(
+        decision(action="complete"), CANDS, confirm_below=0.6, low_confidence="ask", confirm=["complete"]
+    )
+    assert (plan.kind, plan.uid) == ("confirm", "u1")
+    assert plan_change(
+        decision(), CANDS, confirm_below=0.6, low_confidence="ask", confirm=["complete"]
+    ).kind == ("update")
