@@ -65,7 +65,6 @@ class Intake:
         self._topics = topics
         self._settings = settings
         self._clock = clock
-        self._inputs = [spec.mqtt for rule in rules.values() for spec in rule.inputs]
         self.counts = {"queued": 0, "rejected": 0, "duplicate": 0}
 
     def submit(self, sub: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
@@ -77,7 +76,8 @@ class Intake:
         job_id = new_job_id(now)
         accepted: str | None = None
         topic = (sub.reply or {}).get("topic")
-        refusal = reply_problem(topic, self._settings, self._inputs) if topic is not None else None
+        inputs = (spec.mqtt for rule in self._rules.values() for spec in rule.inputs)
+        refusal = reply_problem(topic, self._settings, inputs) if topic is not None else None
         if refusal is not None:
             # Said on the rule's error topic; nothing at all goes to the refused topic.
             error = f"reply topic {topic!r} refused: {refusal}"
