@@ -12,6 +12,7 @@ import numpy as np
 import ollama
 
 from bridge.errors import BackendError, BackendUnavailable, ModelNotFound
+from bridge.pipeline.redact import redact_url
 
 BATCH = 256
 
@@ -20,8 +21,8 @@ class EmbeddingRanker:
     """Ranks tasks by cosine similarity of their title's embedding to the note's."""
 
     def __init__(self, url: str, model: str, *, timeout: float = 30.0) -> None:
-        self.url, self.model = url.rstrip("/"), model
-        self._client = ollama.AsyncClient(host=self.url, timeout=httpx.Timeout(timeout, connect=5.0))
+        self.url, self.model = redact_url(url.rstrip("/")), model  # self.url: as messages show it
+        self._client = ollama.AsyncClient(host=url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5.0))
         self._titles: dict[str, str] = {}
         self._uids: list[str] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)

@@ -11,6 +11,7 @@ import httpx
 
 from bridge.config.todo import HomeAssistantTodoSettings
 from bridge.errors import BackendError, BackendUnavailable
+from bridge.pipeline.redact import redact_url
 
 
 class HomeAssistantError(BackendError):
@@ -74,12 +75,12 @@ class HomeAssistantTodo:
             )
         except httpx.TimeoutException:
             raise HomeAssistantUnavailable(
-                f"Home Assistant at {self.settings.url} did not answer todo.{service} in time",
+                f"Home Assistant at {redact_url(self.settings.url)} did not answer todo.{service} in time",
                 retry_now=False,
             ) from None
         except httpx.TransportError as exc:
             raise HomeAssistantUnavailable(
-                f"cannot reach Home Assistant at {self.settings.url} ({type(exc).__name__}): "
+                f"cannot reach Home Assistant at {redact_url(self.settings.url)} ({type(exc).__name__}): "
                 "check that it is running and todo.homeassistant.url"
             ) from None
         if reply.status_code == 401:
