@@ -1,7 +1,6 @@
 """Security checks that need no broker: the image_url guard, redaction, config cross-checks."""
 
 import asyncio
-import datetime
 import ipaddress
 import ssl
 import threading
@@ -13,9 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from bridge.cli import main
@@ -31,6 +27,7 @@ from bridge.pipeline.url_guard import Address, UrlGuard, UrlRefused
 from handlers import PromptInput, handler_for
 from tests.conftest import TOPIC_RULE
 from tests.support.camera import Camera
+from tests.support.certs import certificates
 from tests.support.samples import jpeg
 
 TODO_RULE = {"name": "todo_note", "handler": "todo_match", "model": "m", "prompt": "What is this note?"}
@@ -319,29 +316,7 @@ def test_redact_url(url: str, shown: str) -> None:
 def _https_camera(folder: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSLContext]:
     """An HTTPS server on 127.0.0.1 whose certificate names `name` only, and a client context
     trusting its CA."""
-    now = datetime.datetime.now(datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = folder / "cert.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file = folder / "key.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    ca, pem, key_file = certificates(folder, x509.DNSName(name))
     image = jpeg(200)
 
     class Handler(BaseHTTPRequestHandler):
@@ -361,7 +336,7 @@ def _https_camera(folder: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSL
     context.load_cert_chain(pem, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, ssl.create_default_context(cafile=str(pem))
+    return server, ssl.create_default_context(cafile=str(ca))
 
 
 def test_https_keeps_the_name_for_tls_while_connecting_to_the_checked_address(tmp_path: Path) -> None:
