@@ -75,23 +75,28 @@ class Intake:
         now = self._clock()
         job_id = new_job_id(now)
         accepted: str | None = None
-        topic = (sub.reply or {}).get("topic")
-        inputs = (spec.mqtt for rule in self._rules.values() for spec in rule.inputs)
-        refusal = reply_problem(topic, self._settings, inputs) if topic is not None else None
+        refusal = self._reply_refusal(sub)
         if refusal is not None:
             # Said on the rule's error topic; nothing at all goes to the refused topic.
-            error = f"reply topic {topic!r} refused: {refusal}"
-            self._reject(dataclasses.replace(sub, reply=None), job_id, error, now)
-            return None
-        try:
-            rule, parsed = self._validate(sub)
-        except InputError as exc:
-            self._reject(sub, job_id, str(exc), now)
+            self._reject(dataclasses.replace(sub, reply=None), job_id, refusal, now)
         else:
-            accepted = self._accept(sub, rule, parsed, job_id, now)
+            try:
+                rule, parsed = self._validate(sub)
+            except InputError as exc:
+                self._reject(sub, job_id, str(exc), now)
+            else:
+                accepted = self._accept(sub, rule, parsed, job_id, now)
         if on_durable is not None:
             self._journal.after_commit(on_durable)
         return accepted
+
+    def _reply_refusal(self, sub: Submission) -> str | None:
+        topic = (sub.reply or {}).get("topic")
+        if topic is None:
+            return None
+        inputs = (spec.mqtt for rule in self._rules.values() for spec in rule.inputs)
+        problem = reply_problem(topic, self._settings, inputs)
+        return f"reply topic {topic!r} refused: {problem}" if problem else None
 
     def _validate(self, sub: Submission) -> tuple[RuleBase, JobInput]:
         rule = self._rules.get(sub.rule)

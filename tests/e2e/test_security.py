@@ -131,7 +131,7 @@ def test_reply_topics_that_reach_the_bridge_or_devices_are_refused(
 ) -> None:
     watcher = Collector(broker.port, ["#"])
     try:
-        _online(daemon, collector, mqtt={"reply_deny": ["zigbee2mqtt/#"]})
+        process = _online(daemon, collector, mqtt={"reply_deny": ["zigbee2mqtt/#"]})
         for topic in REFUSED_REPLIES:
             _request(collector, "llm2mqtt/message_topic/run", f"shopping for {topic}", topic)
         _request(collector, "llm2mqtt/message_topic/run", "chores", "replies/ok")
@@ -139,7 +139,11 @@ def test_reply_topics_that_reach_the_bridge_or_devices_are_refused(
         assert sorted(e.json()["error"].split("'")[1] for e in errors) == sorted(REFUSED_REPLIES)
         assert all("refused" in e.json()["error"] for e in errors)
         collector.wait_for("replies/ok")
-        time.sleep(0.5)
+        process.stop()  # the refused requests were acknowledged: a new session gets none again
+        process.start()
+        collector.wait_for("llm2mqtt/bridge/state", count=3)  # online, offline, online
+        time.sleep(1)
+        assert len(collector.on("llm2mqtt/message_topic/error")) == len(REFUSED_REPLIES)
         for topic in REFUSED_REPLIES:
             assert not [m for m in watcher.on(topic) if b"job_id" in m.payload], topic
     finally:
