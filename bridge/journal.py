@@ -412,6 +412,15 @@ class Journal:
         ).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
+    def done_jobs(self, rule: str, since: float) -> list[Job]:
+        """The rule's jobs that finished `done` at or after `since`, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND finished >= ?"
+            " ORDER BY finished",
+            (rule, since),
+        ).fetchall()
+        return [_job(row) for row in rows]
+
     def delete_messages(self, ids: Iterable[int]) -> None:
         with self._write() as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
