@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,14 +14,16 @@ import paho.mqtt.client as paho
 
 from bridge import __version__
 from bridge.config import Config
+from bridge.control.redact import effective_config
 from bridge.errors import BackendError
 from bridge.extensions import Extension, build_extensions
 from bridge.intake import Intake, Submission
-from bridge.journal import Journal
+from bridge.journal import Journal, OutboxMessage
 from bridge.mqtt import Inbound, MqttLink
 from bridge.ollama_backend import OllamaBackend
 from bridge.outbox import Outbox
 from bridge.queue import JobQueue, QueueClosed
+from bridge.rules import RuleBase
 from bridge.topics import Topics
 from bridge.worker import Runner
 
@@ -53,6 +56,7 @@ class Bridge:
         self._models_calls = -1
         self._models_at = 0.0
         self.extensions: list[Extension] = []
+        self.restart_required: list[str] = []  # changes on disk that wait for a restart (reload)
         # Created in run(): they need the running loop.
         self.link: MqttLink
         self.outbox: Outbox
@@ -237,6 +241,29 @@ class Bridge:
         self._routes.append((topic_filter, handler))
         self.link.subscribe(topic_filter, qos)
 
+    @property
+    def config_path(self) -> Path:
+        return self.config.path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    def publish(self, messages: list[OutboxMessage], *, urgent: bool = True) -> None:
+        """Publish through the durable outbox."""
+        self.outbox.add(messages, urgent=urgent)
+
+    def replace_rule(self, rule: RuleBase) -> None:
+        """Swap a rule for a changed one of the same name: the next job runs with it."""
+        self.rules[rule.name] = rule
+        self.runner.replace_rule(rule)
+
+    def set_restart_required(self, paths: list[str]) -> None:
+        """Record what a reload could not apply, and republish bridge/info with it."""
+        self.restart_required = list(paths)
+        if self.link.connected:
+            self.link.publish(self.topics.info, self.info_payload(), qos=1, retain=True)
+
     def submit(self, submission: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
         """Queue a job from any source; `on_durable` runs once it is safe in the journal."""
         return self.intake.submit(submission, on_durable)
@@ -304,6 +331,8 @@ class Bridge:
                 for rule in self.rules.values()
             ],
             "models": sorted({rule.model for rule in self.rules.values()}),
+            "config": effective_config(self.settings, self.rules.values()),
+            "restart_required": self.restart_required,
         }
         return json.dumps(info, ensure_ascii=False).encode()
 

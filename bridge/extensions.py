@@ -59,7 +59,9 @@ class Extension:
 
 def build_extensions(bridge: "Bridge") -> list[Extension]:
     """The extensions the configuration asks for. Each feature adds its line here."""
-    extensions: list[Extension] = []
+    from bridge.control.extension import ControlExtension  # imports this module
+
+    extensions: list[Extension] = [ControlExtension()]
     if bridge.settings.homeassistant.enabled:
         from bridge.ha_extension import HomeAssistantExtension  # imports this module
 

@@ -8,7 +8,7 @@ faults worth retrying, and errors a person can act on.
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,17 @@ class OllamaBackend:
         except ConnectionError:
             raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
         return [m.model for m in running.models if m.model]
+
+    async def pull(self, model: str) -> AsyncIterator[dict[str, Any]]:
+        """Pull `model` (`/api/pull`), yielding Ollama's progress lines (status, completed, total)."""
+        try:
+            stream = await self._client.pull(model, stream=True)
+            async for part in stream:
+                yield part.model_dump(exclude_none=True)
+        except ConnectionError:
+            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        except ollama.ResponseError as exc:
+            raise BackendError(f"Ollama could not pull {model!r}: {exc.error}") from None
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own

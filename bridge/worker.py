@@ -98,6 +98,10 @@ class Runner:
         self.running: set[str] = set()
         self.extensions: Sequence[Extension] = ()
 
+    def replace_rule(self, rule: RuleBase) -> None:
+        """Use a changed rule (same name) from the next job on."""
+        self._handlers[rule.name] = handler_for(rule)
+
     async def run(self, job_id: str) -> None:
         """Run one job to an outcome: done, failed, dead, or back in the queue."""
         job = self._journal.start(job_id)
