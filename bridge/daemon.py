@@ -19,6 +19,7 @@ from bridge.errors import BackendError
 from bridge.extensions import Extension, build_extensions
 from bridge.intake import Intake, Submission
 from bridge.journal import Journal, OutboxMessage
+from bridge.metrics import Metrics, MetricsSource
 from bridge.mqtt import Inbound, MqttLink
 from bridge.ollama_backend import OllamaBackend
 from bridge.outbox import Outbox
@@ -63,6 +64,7 @@ class Bridge:
         self.intake: Intake
         self.runner: Runner
         self.backend: OllamaBackend
+        self.metrics: Metrics
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler on the loop)."""
@@ -95,7 +97,10 @@ class Bridge:
             self.settings,
             clock=self._clock,
         )
-        self.extensions = build_extensions(self)
+        self.metrics = Metrics(
+            MetricsSource(self.runner, self.intake, self.queue, self.journal, [self.backend])
+        )
+        self.extensions = [self.metrics, *build_extensions(self)]
         self.runner.extensions = self.extensions
         for extension in self.extensions:
             await extension.start(self)

@@ -81,6 +81,9 @@ def build_extensions(bridge: "Bridge") -> list[Extension]:
         extensions.append(TodoExtension(bridge))
     if http.enabled:
         from bridge.http import HttpExtension  # after the extensions that add routers
+        from bridge.http_metrics import metrics_router
 
-        extensions.append(HttpExtension(http))
+        server = HttpExtension(http)
+        server.include_router(metrics_router(bridge.metrics.registry))
+        extensions.append(server)
     return extensions
