@@ -70,6 +70,10 @@ def build_extensions(bridge: "Bridge") -> list[Extension]:
 
     if scheduled_checks.wants_schedules(list(bridge.rules.values())):
         extensions.append(scheduled_checks.ScheduleExtension())
+    if any(rule.notify for rule in bridge.rules.values()):
+        from bridge.notify.extension import NotifyExtension  # imports this module; apprise when sending
+
+        extensions.append(NotifyExtension())
     from bridge.aws.wiring import aws_extensions  # imports this module; boto3 only when used
 
     extensions += aws_extensions(bridge)

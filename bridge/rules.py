@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from bridge.aws.settings import QUEUE_URL_PATTERN, SnsTarget
 from bridge.basemodel import StrictModel
 from bridge.homeassistant import RuleHomeAssistant
+from bridge.notify.settings import NotifyTarget
 from bridge.schedule_options import ChangeOptions, RuleKind, ScheduleOptions, SnapshotOptions
 from bridge.templates import compile_template
 from bridge.units import Duration
@@ -105,6 +106,9 @@ class RuleBase(StrictModel):
     sns: list[SnsTarget] = Field(default_factory=list, description="SNS topics that get this rule's results")
     mirror_to_sqs: str | None = Field(
         None, pattern=QUEUE_URL_PATTERN, description="SQS queue URL that gets each local job's result"
+    )
+    notify: list[NotifyTarget] = Field(
+        default_factory=list, description="Apprise URLs told about results, with the picture"
     )
     homeassistant: RuleHomeAssistant = Field(
         default_factory=RuleHomeAssistant, description="How the rule appears in Home Assistant"

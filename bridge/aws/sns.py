@@ -11,11 +11,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from bridge.aws.clients import AwsContext
-from bridge.aws.settings import SANDBOX, SnsTarget
+from bridge.aws.settings import SnsTarget
 from bridge.aws.sinks import SinkExtension, sns_publisher
 from bridge.images import PreparedImage
 from bridge.journal import Job, OutboxMessage
+from bridge.notification import condition_holds, notification_vars
 from bridge.rules import RuleBase
+from bridge.templates import SANDBOX
 
 if TYPE_CHECKING:
     from bridge.daemon import Bridge
@@ -25,31 +27,9 @@ log = logging.getLogger(__name__)
 SUBJECT_MAX = 99  # SNS: under 100 characters, printable ASCII, one line
 
 
-def notification_vars(
-    job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, previous: str | None
-) -> dict[str, Any]:
-    """What a condition or template may read."""
-    return {
-        "rule": rule.name,
-        "job_id": job.id,
-        "source": job.source,
-        "state": state,
-        "previous_state": previous,
-        "changed": state != previous,
-        "result": result,
-        "input": job.input.get("fields", {}),
-    }
-
-
 def wanted(target: SnsTarget, variables: dict[str, Any]) -> bool:
     """Does the target's `when` hold? A condition that fails to evaluate counts as false."""
-    if target.when is None:
-        return True
-    try:
-        return bool(SANDBOX.compile_expression(target.when)(**variables))
-    except Exception as exc:
-        log.warning("%s: SNS condition %r failed: %s", variables["rule"], target.when, exc)
-        return False
+    return condition_holds(target.when, variables, "SNS")
 
 
 def clean_subject(text: str) -> str:

@@ -40,5 +40,11 @@ def without_password(url: str) -> str:
 def effective_config(settings: Settings, rules: Iterable[RuleBase]) -> dict[str, Any]:
     """Settings and rules as the daemon runs them (defaults filled in), without secrets."""
     dumped: dict[str, Any] = redact(settings.model_dump(mode="json"))
-    dumped["rules"] = [redact(rule.model_dump(mode="json", exclude_defaults=True)) for rule in rules]
+    dumped["rules"] = []
+    for rule in rules:
+        shown = redact(rule.model_dump(mode="json", exclude_defaults=True))
+        for target in shown.get("notify", []):
+            # Apprise URLs carry their tokens anywhere (tgram://bot-token/chat): only the scheme shows.
+            target["url"] = f"{target['url'].partition('://')[0]}://{REDACTED}"
+        dumped["rules"].append(shown)
     return dumped
