@@ -14,12 +14,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import __version__
-from bridge.config import Config
+from bridge.config.loader import ENV_CONFIG, json_schema, load_config
+from bridge.config.settings import Config
 from bridge.errors import ConfigError, Llm2MqttError
-from bridge.images import ImageError
-from bridge.loader import ENV_CONFIG, json_schema, load_config
-from bridge.ollama_backend import OllamaBackend, has_model
-from bridge.trial import prepare, run_trial
+from bridge.pipeline.images import ImageError
+from bridge.pipeline.ollama_backend import OllamaBackend, has_model
+from bridge.pipeline.trial import prepare, run_trial
 from handlers import handler_for
 
 EXIT_INVALID = 2

@@ -10,47 +10,21 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from bridge.config import Settings
+from bridge.config.loader import load_config
+from bridge.config.rules import RuleBase
 from bridge.control.reload import plan_reload
 from bridge.errors import BackendError, ConfigError
-from bridge.extensions import Extension
-from bridge.images import PreparedImage
-from bridge.journal import Job, OutboxMessage
-from bridge.loader import load_config
-from bridge.mqtt import Inbound
-from bridge.ollama_backend import OllamaBackend
-from bridge.results import iso
-from bridge.rules import RuleBase
-from bridge.topics import Topics
+from bridge.extension import Core, Extension
+from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.mqtt import Inbound
+from bridge.pipeline.results import iso
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.5  # seconds between pull progress events
-
-
-class ControlCore(Protocol):
-    """What the control plane needs from the daemon."""
-
-    topics: Topics
-    settings: Settings
-    rules: dict[str, RuleBase]
-    backend: OllamaBackend
-
-    @property
-    def config_path(self) -> Path: ...
-
-    @property
-    def data_dir(self) -> Path: ...
-
-    def route(self, topic_filter: str, handler: Callable[[Inbound], None], qos: int = 1) -> None: ...
-
-    def publish(self, messages: list[OutboxMessage], *, urgent: bool = True) -> None: ...
-
-    def replace_rule(self, rule: RuleBase) -> None: ...
-
-    def set_restart_required(self, paths: list[str]) -> None: ...
 
 
 class RequestError(Exception):
@@ -67,19 +41,19 @@ class ControlExtension(Extension):
     name = "control"
 
     def __init__(self) -> None:
-        self._core: ControlCore | None = None
+        self._core: Core | None = None
         self._paused: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
-    def core(self) -> ControlCore:
+    def core(self) -> Core:
         assert self._core is not None, "used before start()"
         return self._core
 
-    async def start(self, bridge: ControlCore) -> None:
-        self._core = bridge
+    async def start(self, core: Core) -> None:
+        self._core = core
         self._paused = self._load_paused()
-        bridge.route(bridge.topics.request_filter, self._on_request)
+        core.route(core.topics.request_filter, self._on_request)
 
     async def stop(self) -> None:
         for task in list(self._tasks):

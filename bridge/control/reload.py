@@ -4,8 +4,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.config import Settings
-from bridge.rules import RuleBase
+from bridge.config.rules import RuleBase
+from bridge.config.settings import Settings
 
 # Rule keys that other parts set up at start (subscriptions, timers, discovery, sinks):
 # changing them needs a restart. Every other key (prompt, system, model, labels, options,

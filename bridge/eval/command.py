@@ -6,14 +6,14 @@ import json
 import sys
 import time
 
-from bridge.config import Config
+from bridge.config.settings import Config
+from bridge.config.units import parse_duration
 from bridge.errors import InputError
 from bridge.eval.dataset import DatasetError, load_samples
 from bridge.eval.export import export
 from bridge.eval.html import render
 from bridge.eval.report import summarize, table
 from bridge.eval.run import Progress, evaluate, missing_models, variants
-from bridge.units import parse_duration
 
 EXIT_BELOW = 1
 EXIT_INVALID = 2

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bridge.eval.report import num, pct
 from bridge.eval.run import Variant
-from bridge.images import PreparedImage
+from bridge.pipeline.images import PreparedImage
 
 THUMB_SIDE = 160
 _STYLE = """

@@ -10,14 +10,14 @@ from typing import Any, TextIO
 
 from jinja2 import TemplateSyntaxError
 
-from bridge.config import LimitsSettings, OllamaSettings
+from bridge.config.rules import RuleBase
+from bridge.config.settings import LimitsSettings, OllamaSettings
+from bridge.config.templates import compile_template
 from bridge.errors import AnswerError, BackendError, InputError
 from bridge.eval.dataset import Sample
-from bridge.images import ImageError, PreparedImage
-from bridge.ollama_backend import OllamaBackend, has_model
-from bridge.rules import RuleBase
-from bridge.templates import compile_template
-from bridge.trial import prepare, run_trial
+from bridge.pipeline.images import ImageError, PreparedImage
+from bridge.pipeline.ollama_backend import OllamaBackend, has_model
+from bridge.pipeline.trial import prepare, run_trial
 from handlers import Handler, handler_for
 
 

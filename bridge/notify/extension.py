@@ -1,18 +1,15 @@
 """Adds a notification row per matching `notify:` entry to each finished job, and sends them."""
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.extensions import Extension
-from bridge.images import PreparedImage
-from bridge.journal import Job, OutboxMessage
-from bridge.notification import condition_holds, notification_vars, render_text
-from bridge.notify.settings import NotifyTarget
+from bridge.config.notify import NotifyTarget
+from bridge.config.rules import RuleBase
+from bridge.extension import Core, Extension
 from bridge.notify.sink import SINK, AppriseSink, url_digest
-from bridge.rules import RuleBase
-
-if TYPE_CHECKING:
-    from bridge.daemon import Bridge
+from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.notification import condition_holds, notification_vars, render_text
 
 _MIME = (
     (b"\xff\xd8\xff", "image/jpeg", "jpg"),
@@ -27,14 +24,14 @@ class NotifyExtension(Extension):
     name = "notify"
 
     def __init__(self) -> None:
-        self._bridge: Bridge | None = None
+        self._core: Core | None = None
         self._sink: AppriseSink | None = None
 
-    async def start(self, bridge: "Bridge") -> None:
-        self._bridge = bridge
-        targets = {name: rule.notify for name, rule in bridge.rules.items()}
-        self._sink = AppriseSink(targets, bridge.journal.get_blob)
-        bridge.outbox.add_sink(SINK, self._sink)
+    async def start(self, core: Core) -> None:
+        self._core = core
+        targets = {name: rule.notify for name, rule in core.rules.items()}
+        self._sink = AppriseSink(targets, core.blob)
+        core.add_sink(SINK, self._sink)
 
     async def stop(self) -> None:
         if self._sink is not None:
@@ -45,9 +42,8 @@ class NotifyExtension(Extension):
     ) -> list[OutboxMessage]:
         if not rule.notify:
             return []
-        assert self._bridge is not None
-        journal = self._bridge.journal
-        previous = journal.previous_state(rule.name, job.id)
+        assert self._core is not None
+        previous = self._core.previous_state(rule.name, job.id)
         variables = notification_vars(job, rule, result, state, previous)
         messages = []
         for index, target in enumerate(rule.notify):
@@ -72,13 +68,13 @@ class NotifyExtension(Extension):
     def _attachment(
         self, target: NotifyTarget, job: Job, image: PreparedImage | None
     ) -> dict[str, str] | None:
-        assert self._bridge is not None
+        assert self._core is not None
         if target.attach == "picture" and job.image is not None:
             digest = job.image
-            head = self._bridge.journal.get_blob(digest)[:4]
+            head = self._core.blob(digest)[:4]
         elif target.attach != "none" and image is not None:
             # The crop is what the model saw; kept once by content hash like any picture.
-            digest, head = self._bridge.journal.put_blob(image.data), image.data[:4]
+            digest, head = self._core.put_blob(image.data), image.data[:4]
         else:
             return None
         mimetype, suffix = next(

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bridge.journal import OutboxMessage
-from bridge.notify.settings import NotifyTarget
+from bridge.config.notify import NotifyTarget
+from bridge.pipeline.journal import OutboxMessage
 
 log = logging.getLogger(__name__)
 
