@@ -41,6 +41,13 @@ class AwsSettings(StrictModel):
         default_factory=list, description="S3 buckets a job may name for its image (nothing else is read)"
     )
     max_image: Size = Field(20_000_000, description="Largest S3 object read as an image")
+    image_bucket: str | None = Field(
+        None, description="Upload each notified job's picture here; SNS messages get a pre-signed link"
+    )
+    image_prefix: str = Field("llm2mqtt/", description="Key prefix of uploaded pictures")
+    image_link_expiry: Duration = Field(
+        7 * 86400, ge=60, le=7 * 86400, description="How long a picture link works (at most 7d)"
+    )
 
     @field_validator("queue_urls")
     @classmethod

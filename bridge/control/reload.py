@@ -23,6 +23,7 @@ RESTART_RULE_KEYS = frozenset(
         "recheck_below",
         "sns",
         "mirror_to_sqs",
+        "notify",
         "homeassistant",
     }
 )
