@@ -46,7 +46,8 @@ def test_sns_messages_link_the_picture_uploaded_once_per_job(
     assert state == "locked"
     assert json.loads(to_mail["Message"])["image_url"] == link
     assert f"/{bucket}/llm2mqtt/front_door_lock/{result['job_id']}.jpg" in link
-    assert "X-Amz-Signature=" in link and "X-Amz-Expires=3600" in link
+    assert "X-Amz-Signature=" in link
+    assert "X-Amz-Expires=3600" in link
     fetched = httpx.get(link, timeout=10)
     assert fetched.status_code == 200
     assert fetched.content == picture  # the picture as received
