@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from bridge.eval.report import num, pct
+from bridge.eval.report import HEADERS, cells
 from bridge.eval.run import Variant
 from bridge.pipeline.images import PreparedImage
 
@@ -68,34 +68,8 @@ def render(
 
 
 def _table(reports: Sequence[dict[str, Any]]) -> str:
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "variant",
-            "accuracy",
-            "errors",
-            "re-asks",
-            "low confidence",
-            "p50 ms",
-            "p95 ms",
-            "tokens",
-            "stable",
-        )
-    )
-    rows = []
-    for r in reports:
-        cells = [
-            html.escape(r["variant"]),
-            pct(r["accuracy"]),
-            str(r["errors"]),
-            pct(r["reask_share"]),
-            pct(r["low_confidence_share"]),
-            num(r["latency_ms"]["p50"]),
-            num(r["latency_ms"]["p95"]),
-            num(r["tokens_per_input"]),
-            pct(r["stability"]),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in HEADERS)
+    rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>" for r in reports]
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 

@@ -83,33 +83,28 @@ def stability(judgements: Sequence[Judgement]) -> float | None:
     return _ratio(sum(len(seen) == 1 for seen in answers.values()), len(answers))
 
 
+HEADERS = ("variant", "accuracy", "errors", "re-asks", "low conf.", "p50 ms", "p95 ms", "tokens", "stable")
+
+
+def cells(report: dict[str, Any]) -> list[str]:
+    """A variant's line of the table, formatted (the terminal and the HTML page share it)."""
+    return [
+        report["variant"],
+        pct(report["accuracy"]),
+        str(report["errors"]),
+        pct(report["reask_share"]),
+        pct(report["low_confidence_share"]),
+        num(report["latency_ms"]["p50"]),
+        num(report["latency_ms"]["p95"]),
+        num(report["tokens_per_input"]),
+        pct(report["stability"]),
+    ]
+
+
 def table(reports: Sequence[dict[str, Any]]) -> str:
     """One line per variant, for a terminal."""
-    headers = [
-        "variant",
-        "accuracy",
-        "errors",
-        "re-asks",
-        "low conf.",
-        "p50 ms",
-        "p95 ms",
-        "tokens",
-        "stable",
-    ]
-    rows = [
-        [
-            r["variant"],
-            pct(r["accuracy"]),
-            str(r["errors"]),
-            pct(r["reask_share"]),
-            pct(r["low_confidence_share"]),
-            num(r["latency_ms"]["p50"]),
-            num(r["latency_ms"]["p95"]),
-            num(r["tokens_per_input"]),
-            pct(r["stability"]),
-        ]
-        for r in reports
-    ]
+    headers = list(HEADERS)
+    rows = [cells(r) for r in reports]
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

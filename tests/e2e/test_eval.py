@@ -43,6 +43,13 @@ def run_eval(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
     return code, out, err
 
 
+def eval_lock(
+    capsys: pytest.CaptureFixture[str], config: Path, labelled: Path | str, *options: str
+) -> tuple[int, str, str]:
+    """`llm2mqtt eval front_door_lock SET OPTIONS…` with this test's config."""
+    return run_eval(capsys, "-c", str(config), "front_door_lock", str(labelled), *options)
+
+
 @pytest.fixture
 def config(write_config: Callable[..., Path], ollama: OllamaStandin) -> Path:
     ollama.models |= {WORSE}
@@ -55,12 +62,10 @@ def test_two_models_side_by_side_the_worse_one_is_found(
 ) -> None:
     labelled = door_set(tmp_path / "set")
     report = tmp_path / "report.html"
-    code, out, err = run_eval(
+    code, out, err = eval_lock(
         capsys,
-        "-c",
-        str(config),
-        "front_door_lock",
-        str(labelled),
+        config,
+        labelled,
         "--model",
         f"qwen2.5vl:3b,{WORSE}",
         "--parallel",
@@ -101,17 +106,13 @@ def test_min_accuracy_fails_the_run_and_the_table_is_readable(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     labelled = door_set(tmp_path / "set")
-    code, out, err = run_eval(
-        capsys, "-c", str(config), "front_door_lock", str(labelled), "--model", WORSE, "--min-accuracy", "0.9"
-    )
+    code, out, err = eval_lock(capsys, config, labelled, "--model", WORSE, "--min-accuracy", "0.9")
     assert code == 1
     assert f"{WORSE}: accuracy 66.7% is below 90.0%" in err
     assert "66.7%" in out
     assert "re-asks" in out
     assert "locked" in out
-    code, out, _ = run_eval(
-        capsys, "-c", str(config), "front_door_lock", str(labelled), "--min-accuracy", "0.9"
-    )
+    code, out, _ = eval_lock(capsys, config, labelled, "--min-accuracy", "0.9")
     assert code == 0
     assert "100.0%" in out
 
@@ -133,12 +134,10 @@ def test_a_prompt_variant_and_repeats_show_instability(
     ollama.responder = wavering
     prompt = tmp_path / "vague.txt"
     prompt.write_text("A vague question: is it locked?")
-    code, out, err = run_eval(
+    code, out, err = eval_lock(
         capsys,
-        "-c",
-        str(config),
-        "front_door_lock",
-        str(labelled),
+        config,
+        labelled,
         "--prompt-file",
         str(prompt),
         "--repeat",
@@ -189,16 +188,16 @@ def test_a_broken_set_lists_every_problem(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "set.csv").write_text("path,expected\nmissing.jpg,locked\nx.jpg,\n,locked\n")
-    code, _, err = run_eval(capsys, "-c", str(config), "front_door_lock", str(tmp_path / "set.csv"))
+    code, _, err = eval_lock(capsys, config, tmp_path / "set.csv")
     assert code == 2
     assert "set.csv:2: missing.jpg: no such file" in err
     assert "set.csv:3: 'expected' is missing" in err
     assert "set.csv:4: needs 'path'" in err
-    code, _, err = run_eval(capsys, "-c", str(config), "front_door_lock", str(tmp_path / "empty"))
+    code, _, err = eval_lock(capsys, config, tmp_path / "empty")
     assert code == 2
     assert "no such file or folder" in err
     labelled = str(door_set(tmp_path / "set"))
-    code, _, err = run_eval(capsys, "-c", str(config), "front_door_lock", labelled, "--model", "nope:1b")
+    code, _, err = eval_lock(capsys, config, labelled, "--model", "nope:1b")
     assert code == 1
     assert "model 'nope:1b' is not pulled" in err
 
@@ -239,6 +238,6 @@ def test_from_journal_exports_a_relabelable_set(
     moved = next((out_dir / "locked").glob("*.jpg"))
     moved.rename(out_dir / "unlocked" / moved.name)
     capsys.readouterr()
-    code, out, _ = run_eval(capsys, "-c", str(process.config), "front_door_lock", str(out_dir), "--json")
+    code, out, _ = eval_lock(capsys, process.config, out_dir, "--json")
     assert code == 0
     assert json.loads(out)["variants"][0]["accuracy"] == 0.75
