@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import LOCK_RULE
+from tests.conftest import LOCK_RULE, TOPIC_RULE
+from tests.support.camera import Camera
 from tests.support.mqtt_helpers import Collector, Daemon
 from tests.support.ollama_standin import OllamaStandin
 from tests.support.samples import jpeg
@@ -152,3 +153,22 @@ def test_info_carries_the_effective_config_without_secrets(
     assert config["rules"][0]["name"] == "front_door_lock"
     assert config["journal"]["max_attempts"] == 3  # defaults are shown: it is the effective config
     assert info.json()["restart_required"] == []
+
+
+@pytest.mark.broker
+def test_rule_check_takes_a_snapshot_now(daemon: Callable[..., Daemon], collector: Collector) -> None:
+    camera = Camera(jpeg(220))
+    try:
+        snapshot_rule = {**LOCK_RULE, "snapshot": {"url": camera.url}}
+        daemon([snapshot_rule, TOPIC_RULE])
+        online(collector)
+        answer = request(collector, "rule/check", {"rule": "front_door_lock"}, 1)
+        assert answer["data"] == {"rule": "front_door_lock", "requested": True}
+        result = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
+        assert result["state"] == "locked"
+        assert camera.hits == 1
+        refused = request(collector, "rule/check", {"rule": "message_topic"}, 2)
+        assert refused["status"] == "error"
+        assert "has no snapshot source" in refused["error"]
+    finally:
+        camera.close()
