@@ -24,6 +24,7 @@ from typing import Any
 from bridge.aws.clients import AwsClients, AwsContext, AwsError, queue_name
 from bridge.aws.message import SqsJob, parse_job_message
 from bridge.aws.s3 import fetch_s3_image
+from bridge.config.redact import redact_urls_in
 from bridge.config.rules import RuleBase
 from bridge.errors import InputError
 from bridge.extension import Core, Extension
@@ -31,7 +32,6 @@ from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.payloads import job_input_from_object
-from bridge.pipeline.redact import redact_urls_in
 from bridge.pipeline.replies import sqs_reply_problem
 from bridge.pipeline.results import dumps, iso
 

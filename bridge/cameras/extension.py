@@ -25,6 +25,7 @@ from bridge.cameras.confirm import observe
 from bridge.cameras.schedules import clock_jumped, make_trigger, missed_tick, next_start, within_hours
 from bridge.cameras.snapshots import SnapshotError, Snapshots
 from bridge.cameras.store import ScheduleStore
+from bridge.config.redact import redact_url
 from bridge.config.rules import RuleBase
 from bridge.errors import BackendError
 from bridge.extension import Core, Extension
@@ -34,7 +35,6 @@ from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound
 from bridge.pipeline.payloads import JobInput
 from bridge.pipeline.queue import JobTraits
-from bridge.pipeline.redact import redact_url
 from bridge.pipeline.results import dumps, event, failure_messages
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import logging
 
 import httpx
 
+from bridge.config.redact import redact_url, redact_urls_in
 from bridge.errors import InputError
-from bridge.pipeline.redact import redact_url, redact_urls_in
 from bridge.pipeline.url_guard import UrlGuard, UrlRefused
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bridge.config.redact import redact_urls_in
 from bridge.errors import InputError
-from bridge.pipeline.redact import redact_urls_in
 
 # Magic numbers of the image formats a model accepts; decoding happens later, in a worker.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")

@@ -4,9 +4,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.config.redact import redact_url
 from bridge.config.rules import RuleBase
 from bridge.pipeline.journal import Job, OutboxMessage
-from bridge.pipeline.redact import redact_url
 from bridge.pipeline.topics import Topics
 
 EVENT_TYPES = ("job_queued", "job_started", "job_done", "job_failed", "job_skipped")

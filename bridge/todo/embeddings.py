@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import ollama
 
+from bridge.config.redact import redact_url
 from bridge.errors import BackendError, BackendUnavailable, ModelNotFound
-from bridge.pipeline.redact import redact_url
 
 BATCH = 256
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
+from bridge.config.redact import redact_url
 from bridge.config.todo import HomeAssistantTodoSettings
 from bridge.errors import BackendError, BackendUnavailable
-from bridge.pipeline.redact import redact_url
 
 
 class HomeAssistantError(BackendError):

@@ -17,11 +17,11 @@ from PIL import Image
 from bridge.cli import main
 from bridge.config.handler_rules import TodoMatchRule
 from bridge.config.loader import filters_overlap
+from bridge.config.redact import redact_url, redact_urls_in
 from bridge.config.settings import Settings
 from bridge.errors import InputError
 from bridge.pipeline.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
 from bridge.pipeline.images import ImageError, ImageSpec, prepare_image
-from bridge.pipeline.redact import redact_url, redact_urls_in
 from bridge.pipeline.replies import reply_problem, sqs_reply_problem
 from bridge.pipeline.url_guard import Address, UrlGuard, UrlRefused
 from handlers import PromptInput, handler_for
@@ -302,10 +302,10 @@ def test_pictures_decoded_in_full_have_their_own_lower_limit() -> None:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("http://llm:pw@host:11434", "http://***@host:11434"),
-        ("https://cam/snap.jpg?user=admin&password=x", "https://cam/snap.jpg?user=***&password=***"),
+        ("http://llm:pw@host:11434", "http://**********@host:11434"),
+        ("https://cam/a.jpg?user=admin&password=x", "https://cam/a.jpg?user=**********&password=**********"),
         ("http://host/a", "http://host/a"),
-        ("mqtt://u:p@broker", "mqtt://***@broker"),
+        ("mqtt://u:p@broker", "mqtt://**********@broker"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
