@@ -1,10 +1,12 @@
 """TLS with a private CA, and username/password, against a real Mosquitto."""
 
+import contextlib
 import datetime
 import ipaddress
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +43,43 @@ def secure_broker(tmp_path: Path):
         f"listener {plain_port} 127.0.0.1\n"
         "allow_anonymous true\n"
     )
+    with _mosquitto(conf, [tls_port, plain_port]):
+        yield tls_port, plain_port, ca
+
+
+@pytest.fixture
+def mutual_tls_broker(tmp_path: Path):
+    """Mosquitto with a TLS listener that wants a client certificate; (port, CA, cert, key)."""
+    folder, client = tmp_path / "server", tmp_path / "client"
+    folder.mkdir()
+    client.mkdir()
+    ca, cert, key = certificates(folder, x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    client_ca, client_cert, client_key = certificates(client, x509.DNSName("llm2mqtt"))
+    bundle = folder / "trusted.pem"
+    bundle.write_bytes(ca.read_bytes() + client_ca.read_bytes())
+    port = free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"user root\nlistener {port} 127.0.0.1\n"
+        f"cafile {bundle}\ncertfile {cert}\nkeyfile {key}\n"
+        "require_certificate true\nallow_anonymous true\n"
+    )
+    with _mosquitto(conf, [port]):
+        yield port, ca, client_cert, client_key
+
+
+@contextlib.contextmanager
+def _mosquitto(conf: Path, ports: list[int]) -> Iterator[None]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with (folder / "mosquitto.log").open("wb") as log:
+    with (conf.parent / "mosquitto.log").open("wb") as log:
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    wait_for_port(tls_port)
-    wait_for_port(plain_port)
-    yield tls_port, plain_port, ca
-    proc.terminate()
-    proc.wait(10)
+    try:
+        for port in ports:
+            wait_for_port(port)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_tls_with_password(secure_broker, write_config, ollama, tmp_path: Path) -> None:
@@ -129,3 +160,12 @@ def test_check_live_uses_the_daemons_tls_settings(secure_broker, write_config, o
     done = cli("check", "--live", "-c", str(accepted))
     assert "cannot reach the broker" not in done.stderr
     assert f"broker at mqtts://bridge@localhost:{tls_port}: connected" in done.stdout
+
+
+def test_check_live_presents_the_client_certificate(mutual_tls_broker, write_config, ollama) -> None:
+    port, ca, cert, key = mutual_tls_broker
+    tls = {"ca_certs": str(ca), "certfile": str(cert), "keyfile": str(key)}
+    config = write_config(mqtt={"url": f"mqtts://127.0.0.1:{port}", "tls": tls}, ollama={"url": ollama.url})
+    done = cli("check", "--live", "-c", str(config))
+    assert "cannot reach the broker" not in done.stderr
+    assert f"broker at mqtts://127.0.0.1:{port}: connected" in done.stdout

@@ -14,7 +14,7 @@ def certificates(folder: Path, name: x509.GeneralName) -> tuple[Path, Path, Path
     the paths of the CA, the certificate and its key."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llm2mqtt test CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"llm2mqtt test CA for {name.value}")])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
