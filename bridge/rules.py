@@ -81,6 +81,11 @@ class RuleBase(StrictModel):
     description: str | None = None
     enabled: bool = True
     inputs: list[MqttInput] = Field(default_factory=list, description="Where jobs come from")
+    accepts: Literal["image", "text", "any"] | None = Field(
+        None,
+        description="What the rule's inputs may carry: image, text or any; anything else is refused"
+        " with an error (default: image for a rule with an image: or snapshot: section, else any)",
+    )
     image: ImageOptions = Field(default_factory=ImageOptions)
     outputs: Outputs = Field(default_factory=Outputs)
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first when jobs wait for the model")
@@ -96,8 +101,9 @@ class RuleBase(StrictModel):
     snapshot: SnapshotOptions | None = Field(None, description="Where scheduled and /check images come from")
     change: ChangeOptions | None = Field(None, description="Skip the model while the picture is unchanged")
     kind: RuleKind | None = Field(
-        None, description="state: newest input wins, state published on change; event: every input runs"
-        " (default: state with a schedule, else event)"
+        None,
+        description="state: newest input wins, state published on change; event: every input runs"
+        " (default: state with a schedule, else event)",
     )
     hysteresis: int = Field(1, ge=1, le=10, description="Agreeing answers needed before the state flips")
     recheck_below: float = Field(0.0, ge=0, le=1, description="Confidence below which to check once more")
@@ -109,6 +115,13 @@ class RuleBase(StrictModel):
     homeassistant: RuleHomeAssistant = Field(
         default_factory=RuleHomeAssistant, description="How the rule appears in Home Assistant"
     )
+
+    @property
+    def accepted(self) -> Literal["image", "text", "any"]:
+        """What the rule takes, with the default filled in."""
+        if self.accepts is not None:
+            return self.accepts
+        return "image" if "image" in self.model_fields_set or self.snapshot is not None else "any"
 
     @field_validator("prompt", "system")
     @classmethod
