@@ -11,8 +11,7 @@ from handlers.todo_match import TodoMatchHandler
 from handlers.yes_no import YesNoHandler
 
 HANDLERS: dict[str, type[Handler[Any]]] = {
-    h.name: h
-    for h in (YesNoHandler, ClassifyHandler, ExtractHandler, DescribeHandler, TodoMatchHandler)
+    h.name: h for h in (YesNoHandler, ClassifyHandler, ExtractHandler, DescribeHandler, TodoMatchHandler)
 }
 
 
