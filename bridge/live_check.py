@@ -21,6 +21,7 @@ from bridge.config import Config, MqttSettings
 from bridge.errors import Llm2MqttError
 from bridge.ollama_backend import OllamaBackend, has_model
 from bridge.rules import RuleBase
+from bridge.todo.ha_backend import HomeAssistantTodo
 from bridge.todo.settings import HomeAssistantTodoSettings
 
 # Inputs sent at once to a client that acknowledges late: more than Mosquitto's default
@@ -177,7 +178,7 @@ async def check_http(config: Config, report: Report) -> None:
             await _check_snapshot(client, config, rule, report)
         todo = config.settings.todo
         if todo.backend == "homeassistant" and todo.homeassistant is not None:
-            await _check_todo_entity(client, todo.homeassistant, report)
+            await _check_todo_entity(todo.homeassistant, report)
 
 
 async def _check_ollama(config: Config, report: Report) -> None:
@@ -225,37 +226,20 @@ async def _check_snapshot(client: httpx.AsyncClient, config: Config, rule: RuleB
         report.problems.append(f"{where} cannot be reached: {_reason(exc)}")
 
 
-async def _check_todo_entity(
-    client: httpx.AsyncClient, settings: HomeAssistantTodoSettings, report: Report
-) -> None:
-    url = f"{settings.url.rstrip('/')}/api/states/{settings.entity_id}"
+async def _check_todo_entity(settings: HomeAssistantTodoSettings, report: Report) -> None:
+    """Read the list the way the daemon will (todo.get_items), so the same errors show."""
     where = f"todo.homeassistant: {settings.entity_id} at {settings.url}"
-    headers = {"Authorization": f"Bearer {settings.token.get_secret_value()}"}
+    backend = HomeAssistantTodo(settings)
     try:
-        reply = await client.get(url, headers=headers, timeout=settings.timeout)
-    except httpx.TimeoutException:
-        report.problems.append(f"{where}: Home Assistant did not answer within {settings.timeout:g}s")
-        return
+        items = await backend.items()
+    except Llm2MqttError as exc:
+        report.problems.append(f"{where}: {exc}")
     except Exception as exc:
-        report.problems.append(f"{where}: cannot reach Home Assistant: {_reason(exc)}")
-        return
-    if reply.status_code == 401:
-        report.problems.append(
-            f"{where}: Home Assistant refused the token (401); check todo.homeassistant.token"
-        )
-    elif reply.status_code == 404:
-        report.problems.append(
-            f"{where}: Home Assistant has no such entity; check todo.homeassistant.entity_id"
-        )
-    elif reply.status_code != 200:
-        report.problems.append(f"{where}: Home Assistant answered HTTP {reply.status_code}")
+        report.problems.append(f"{where}: {_reason(exc)}")
     else:
-        try:
-            state = reply.json().get("state")
-        except (ValueError, AttributeError):
-            report.problems.append(f"{where}: the answer is not Home Assistant's JSON")
-            return
-        report.say(f"{where}: reachable ({state} open item(s))")
+        report.say(f"{where}: reachable, {len(items)} item(s)")
+    finally:
+        await backend.close()
 
 
 def run_checks(config: Config, say: Callable[[str], None]) -> Report:
