@@ -24,8 +24,8 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.common import TEXT_RULE
-from tests.mqtt_helpers import Collector, Daemon, Mosquitto
-from tests.ollama_standin import OllamaStandin
+from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto
+from tests.support.ollama_standin import OllamaStandin
 
 RESULTS = "llm2mqtt/bench_text/result"
 

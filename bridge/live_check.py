@@ -17,12 +17,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.config import Config, MqttSettings
+from bridge.config.rules import RuleBase
+from bridge.config.settings import Config, MqttSettings
+from bridge.config.todo import HomeAssistantTodoSettings
 from bridge.errors import Llm2MqttError
-from bridge.ollama_backend import OllamaBackend, has_model
-from bridge.rules import RuleBase
+from bridge.pipeline.ollama_backend import OllamaBackend, has_model
 from bridge.todo.ha_backend import HomeAssistantTodo
-from bridge.todo.settings import HomeAssistantTodoSettings
 
 # Inputs sent at once to a client that acknowledges late: more than Mosquitto's default
 # in-flight window plus queue (20 + 1000), so a broker that would drop part of a burst shows it.

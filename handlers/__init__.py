@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from bridge.rules import RuleBase
+from bridge.config.rules import RuleBase
 from handlers.base import Answer, Handler, PromptInput
 from handlers.classify import ClassifyHandler
 from handlers.describe import DescribeHandler
