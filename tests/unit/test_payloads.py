@@ -61,7 +61,7 @@ def test_nesting_up_to_the_limit_is_fine() -> None:
     ],
 )
 def test_accepts(accepts: str, image: bool, text: bool, refused: str | None) -> None:
-    problem = accepts_problem(accepts, has_image=image, has_text=text)  # type: ignore[arg-type]
+    problem = accepts_problem(accepts, has_image=image, has_text=text)
     assert problem is None if refused is None else refused in (problem or "")
 
 
@@ -81,10 +81,10 @@ def _job(job_id: str, state: str, image: str | None = None, **extra: object) -> 
         state=state,
         priority=0,
         created=1.0,
-        attempts=1,  # type: ignore[arg-type]
+        attempts=1,
         input={"text": "x"},
         image=image,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
