@@ -158,7 +158,8 @@ class Intake:
             self._outbox.add(
                 [event(self._topics, "job_skipped", duplicate, rule.name, now, reason="duplicate")]
             )
-            if sub.interactive or sub.reply:
+            # A repeated request is answered; a redelivered one (same `id`, no one waiting) is not.
+            if sub.reply or (sub.interactive and parsed.id is None):
                 self._answer_duplicate(duplicate, sub.reply or {})
             return None
         self._check_room()
@@ -205,6 +206,8 @@ class Intake:
         if job is not None and job.state in FINAL_STATES:
             self._outbox.add(self._answer(job, reply))
             return
+        if not reply:
+            return  # its result goes to the rule's result topic anyway when it finishes
         self._journal.add_waiter(original, reply)
         self._waiting.setdefault(original, []).append(reply)
 
