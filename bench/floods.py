@@ -139,8 +139,10 @@ def durability(
     out: dict[str, Any] = {}
     journal = {"dedupe_window": 0, "retry_delay": 0.5}
     with stack([TEXT_RULE], latency=0.005, journal=journal) as (broker, _standin, daemon):
-        collector = Collector(broker.port, [RESULTS], client_id="floods-collector")
+        collector = Collector(broker.port, [RESULTS, "llm2mqtt/bridge/state"], client_id="floods-collector")
         sender = Collector(broker.port, [], client_id="floods-sender")
+        # Until the daemon first connects, the broker has no session to keep its inputs in.
+        collector.wait_for("llm2mqtt/bridge/state", timeout=60, where=lambda m: m.json()["state"] == "online")
 
         def kill_9() -> None:
             daemon.kill()
