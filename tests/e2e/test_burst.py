@@ -4,7 +4,7 @@ import pytest
 
 from bench.floods import burst
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(900)]  # minutes on a loaded machine
 
 
 def test_ten_thousand_jobs_at_once_at_a_default_broker_are_each_answered_once() -> None:
