@@ -8,7 +8,7 @@ from tests.support.hostile import CORPUS, TEXT_RUN, deep_json
 from tests.support.mqtt_helpers import Collector
 from tests.support.ollama_standin import OllamaStandin
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]  # many jobs, each waited for
 
 
 def _normal_job(collector: Collector, tag: str) -> dict:
