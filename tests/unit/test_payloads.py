@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 
 from bridge.config.handler_rules import ClassifyRule, YesNoRule
+from bridge.config.settings import Settings
 from bridge.errors import InputError
 from bridge.pipeline.images import check_image_header
+from bridge.pipeline.intake import Intake, Submission
 from bridge.pipeline.journal import Job, Journal
-from bridge.pipeline.payloads import MAX_JSON_DEPTH, accepts_problem, parse_payload
+from bridge.pipeline.outbox import Outbox
+from bridge.pipeline.payloads import MAX_JSON_DEPTH, JobInput, accepts_problem, parse_payload
+from bridge.pipeline.queue import JobQueue
 from bridge.pipeline.results import answer_messages
 from bridge.pipeline.topics import Topics
 from tests.support.hostile import CORPUS
@@ -133,3 +137,41 @@ def test_a_repeated_request_is_answered_from_the_finished_job() -> None:
     [message] = answer_messages(topics, None, failed, {}, 5.0)
     assert message.topic == "llm2mqtt/r/error"
     assert json.loads(message.payload)["error"] == "model not found"
+
+
+class _Publisher:
+    """Records what the outbox hands over (the outbox's own seam, not paho)."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, **kwargs: object) -> int | None:
+        self.sent.append((topic, payload))
+        return len(self.sent)  # the message id
+
+
+def _intake(tmp_path: Path) -> tuple[Intake, Journal, _Publisher]:
+    journal, publisher = Journal(tmp_path / "j.sqlite3"), _Publisher()
+    rule = ClassifyRule(name="r", handler="classify", model="m", prompt="p", labels=["x", "y"])
+    intake = Intake(
+        journal, JobQueue(), Outbox(journal, publisher), {"r": rule}, Topics("llm2mqtt"), Settings()
+    )
+    return intake, journal, publisher
+
+
+def test_a_bad_response_topic_and_a_bug_are_each_that_inputs_error(tmp_path: Path) -> None:
+    intake, journal, publisher = _intake(tmp_path)
+    wildcard = Submission(rule="r", source="t", payload=b"hello", reply={"topic": "replies/#"})
+    assert intake.submit(wildcard) is None
+    # A feature handing over something the journal cannot store: an internal error, not a crash.
+    broken = Submission(rule="r", source="t", parsed=JobInput(kind="json", text="hi", fields={"x": object()}))
+    assert intake.submit(broken) is None
+    assert intake.submit(Submission(rule="r", source="t", payload=b"the next one")) is not None
+    errors = [json.loads(p)["error"] for t, p in publisher.sent if t == "llm2mqtt/r/error"]
+    assert errors[0] == "the response topic 'replies/#' is not a topic one can publish to"
+    assert errors[1].startswith("internal error: TypeError")
+    assert all(t != "replies/#" for t, _ in publisher.sent)
+    assert journal.counts() == {"failed": 2, "queued": 1}
+    journal.close()
