@@ -102,8 +102,8 @@ class Intake:
         if rule is None:
             known = ", ".join(sorted(self._rules)) or "none"
             raise InputError(f"unknown rule {sub.rule!r}; known rules: {known}")
-        if sub.reply and not _valid_reply_topic(sub.reply.get("topic")):
-            topic = sub.reply.get("topic")
+        if _bad_reply_topic(sub.reply):
+            topic = (sub.reply or {}).get("topic")
             raise InputError(f"the response topic {topic!r} is not a topic one can publish to")
         limits = self._settings.limits
         parsed = sub.parsed
@@ -159,8 +159,9 @@ class Intake:
                 [event(self._topics, "job_skipped", duplicate, rule.name, now, reason="duplicate")]
             )
             # A repeated request is answered; a redelivered one (same `id`, no one waiting) is not.
-            if sub.reply or (sub.interactive and parsed.id is None):
-                self._answer_duplicate(duplicate, sub.reply or {})
+            reply = sub.reply if sub.reply and sub.reply.get("topic") else {}
+            if reply or (sub.interactive and parsed.id is None):
+                self._answer_duplicate(duplicate, reply)
             return None
         self._check_room()
         image = self._journal.put_blob(parsed.image) if parsed.image is not None else None
@@ -234,7 +235,7 @@ class Intake:
         """A bad input is recorded as a failed job and reported; it is never silently dropped."""
         self.counts["rejected"] += 1
         summary = {"source": sub.source, **(summarize(sub.payload) if sub.payload is not None else {})}
-        if sub.reply and not _valid_reply_topic(sub.reply.get("topic")):
+        if _bad_reply_topic(sub.reply):
             sub = Submission(rule=sub.rule, source=sub.source, payload=sub.payload)
         log.warning("%s: rejected input from %s: %s", sub.rule, sub.source, error)
         job = Job(
@@ -253,6 +254,9 @@ class Intake:
         self._outbox.add(failure_messages(self._topics, sub.rule, job_id, error, summary, now, job=job))
 
 
-def _valid_reply_topic(topic: object) -> bool:
-    """A topic one may publish to: a non-empty string without wildcards or NUL."""
-    return isinstance(topic, str) and bool(topic) and not any(c in topic for c in "+#\x00")
+def _bad_reply_topic(reply: dict[str, Any] | None) -> bool:
+    """An MQTT response topic one may not publish to: empty, with wildcards or NUL."""
+    if not reply or "topic" not in reply:
+        return False  # no reply, or one for another sink (an SNS topic)
+    topic = reply["topic"]
+    return not isinstance(topic, str) or not topic or any(c in topic for c in "+#\x00")
