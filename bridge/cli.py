@@ -1,4 +1,8 @@
-"""The `llm2mqtt` command: run, check, try, schema."""
+"""The `llm2mqtt` command: run, check, try, schema, health.
+
+Each command imports what it needs when it runs: `--version` and `--help` stay as quick as
+Python itself starts (no pydantic, paho, ollama or Pillow).
+"""
 
 import argparse
 import asyncio
@@ -8,29 +12,25 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
-from bridge.config import Config
-from bridge.errors import ConfigError, Llm2MqttError
-from bridge.images import ImageError, prepare_image
-from bridge.loader import ENV_CONFIG, json_schema, load_config
-from bridge.ollama_backend import OllamaBackend, has_model
-from bridge.worker import ask_model, image_spec
-from handlers import PromptInput, handler_for
+
+if TYPE_CHECKING:
+    from bridge.config import Config
 
 EXIT_INVALID = 2
+SCHEMA_FILES = {"config": "config.schema.json", "rule": "rule.schema.json"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "schema":
-        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
-        return 0
+        return _schema(args)
+    from bridge.errors import ConfigError, Llm2MqttError
+    from bridge.loader import load_config
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found; nothing was started.", file=sys.stderr)
         return EXIT_INVALID
-    command = {"run": _run, "check": _check, "try": _try}[args.command]
+    command = {"run": _run, "check": _check, "try": _try, "health": _health}[args.command]
     try:
         return command(config, args)
     except Llm2MqttError as exc:
@@ -47,18 +47,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help=f"config file (default: ${ENV_CONFIG} or ./config.yaml)",
-    )
+    config_help = "config file (default: $LLM2MQTT_CONFIG or ./config.yaml)"
     parser = argparse.ArgumentParser(
-        prog="llm2mqtt", description="A home Ollama server as a job engine for MQTT.", parents=[common]
+        prog="llm2mqtt", description="A home Ollama server as a job engine for MQTT."
     )
+    parser.add_argument("-c", "--config", type=Path, default=None, help=config_help)
     parser.add_argument("--version", action="version", version=f"llm2mqtt {__version__}")
+    # `-c` is taken after the command too; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", parents=[common], help="run the daemon")
     check = commands.add_parser("check", parents=[common], help="validate config and rules")
@@ -68,8 +65,50 @@ def _parser() -> argparse.ArgumentParser:
     source = try_.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="an image file")
     source.add_argument("--text", help="a text input")
-    commands.add_parser("schema", parents=[common], help="print the JSON Schema of config and rules")
+    # No `-c` here: the schema is the same for every config, and `--config` names the target.
+    schema = commands.add_parser("schema", help="JSON Schema of config.yaml and of a rule file, for editors")
+    target = schema.add_mutually_exclusive_group()
+    target.add_argument(
+        "--config", dest="target", action="store_const", const="config", help="the schema of config.yaml"
+    )
+    target.add_argument(
+        "--rule",
+        dest="target",
+        action="store_const",
+        const="rule",
+        help="the schema of a rule file (one rule or a list of rules)",
+    )
+    target.add_argument(
+        "--out", type=Path, metavar="DIR", help=f"write both ({', '.join(SCHEMA_FILES.values())}) into DIR"
+    )
+    commands.add_parser(
+        "health", parents=[common], help="exit 0 when the running daemon's heartbeat is fresh, else 1"
+    )
     return parser
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from bridge.loader import combined_schema, config_schema, rule_file_schema
+
+    documents = {"config": config_schema, "rule": rule_file_schema}
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for target, file_name in SCHEMA_FILES.items():
+            path = args.out / file_name
+            path.write_text(json.dumps(documents[target](), indent=2, ensure_ascii=False) + "\n")
+            print(path)
+        return 0
+    document = documents[args.target]() if args.target else combined_schema()
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _health(config: "Config", args: argparse.Namespace) -> int:
+    from bridge import heartbeat
+
+    alive, message = heartbeat.verdict(config.data_dir / heartbeat.FILE_NAME, time.time())
+    print(message, file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
 
 
 def _setup_logging(level: str) -> None:
@@ -80,7 +119,7 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _run(config: Config, args: argparse.Namespace) -> int:
+def _run(config: "Config", args: argparse.Namespace) -> int:
     from bridge.daemon import Bridge
 
     _setup_logging(config.settings.log_level)
@@ -96,7 +135,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(config: Config, args: argparse.Namespace) -> int:
+def _check(config: "Config", args: argparse.Namespace) -> int:
     rules = config.rules
     print(f"{config.path}: valid; {len(rules)} rule(s): {', '.join(r.name for r in rules) or 'none'}")
     if not args.live:
@@ -113,7 +152,10 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_broker(config: Config) -> list[str]:
+def _check_broker(config: "Config") -> list[str]:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
     mqtt = config.settings.mqtt
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{mqtt.client_id}-check")
     user, password = mqtt.credentials()
@@ -140,7 +182,10 @@ def _check_broker(config: Config) -> list[str]:
     return []
 
 
-async def _check_ollama(config: Config) -> list[str]:
+async def _check_ollama(config: "Config") -> list[str]:
+    from bridge.errors import Llm2MqttError
+    from bridge.ollama_backend import OllamaBackend, has_model
+
     backend = OllamaBackend(config.settings.ollama)
     try:
         pulled = await backend.models()
@@ -157,7 +202,12 @@ async def _check_ollama(config: Config) -> list[str]:
     ]
 
 
-def _try(config: Config, args: argparse.Namespace) -> int:
+def _try(config: "Config", args: argparse.Namespace) -> int:
+    from bridge.images import ImageError, prepare_image
+    from bridge.ollama_backend import OllamaBackend
+    from bridge.worker import ask_model, image_spec
+    from handlers import PromptInput, handler_for
+
     rule = config.rule(args.rule)
     if rule is None:
         known = ", ".join(r.name for r in config.rules) or "none"

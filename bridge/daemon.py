@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
-from bridge import __version__
+from bridge import __version__, heartbeat
 from bridge.config import Config
 from bridge.errors import BackendError
 from bridge.extensions import Extension, build_extensions
@@ -109,6 +109,9 @@ class Bridge:
             for i in range(self.settings.ollama.parallel)
         ]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        alive = asyncio.create_task(
+            heartbeat.beat(self.config.data_dir / heartbeat.FILE_NAME, self._liveness), name="heartbeat"
+        )
         log.info(
             "llm2mqtt %s running: %d rule(s), Ollama at %s (parallel %d)",
             __version__,
@@ -119,6 +122,9 @@ class Bridge:
         try:
             await self._stop.wait()
         finally:
+            alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await alive
             await self._shutdown(workers, housekeeping)
 
     def _resume(self) -> int:
@@ -159,6 +165,14 @@ class Bridge:
             "last_model_ms": round(latest[-1], 1) if latest else None,
             "outbox": self.outbox.in_flight,
             "rules": rules,
+        }
+
+    def _liveness(self) -> dict[str, Any]:
+        """What the heartbeat file says besides its time (`llm2mqtt health` prints it)."""
+        return {
+            "broker": "connected" if self.link.connected else "disconnected",
+            "queued": len(self.queue),
+            "running": len(self.runner.running),
         }
 
     async def _publish_models(self) -> None:

@@ -1,0 +1,102 @@
+"""The daemon's sign of life: the heartbeat file, `llm2mqtt health`, and systemd's notifications."""
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bridge import heartbeat
+from tests.mqtt_helpers import Daemon
+from tests.test_cli import cli
+
+
+def test_verdict_fresh_stale_missing_and_garbled(tmp_path: Path) -> None:
+    path = tmp_path / heartbeat.FILE_NAME
+    alive, message = heartbeat.verdict(path, now=1000.0)
+    assert not alive
+    assert "no heartbeat" in message
+    heartbeat.write(path, {"broker": "connected", "queued": 2}, now=1000.0)
+    assert not (tmp_path / f"{heartbeat.FILE_NAME}.tmp").exists()
+    alive, message = heartbeat.verdict(path, now=1000.0 + heartbeat.STALE_AFTER - 1)
+    assert alive
+    assert "broker connected" in message
+    assert "queued 2" in message
+    alive, message = heartbeat.verdict(path, now=1000.0 + heartbeat.STALE_AFTER + 1)
+    assert not alive
+    assert "stuck" in message
+    path.write_text("{not json")
+    assert heartbeat.verdict(path, now=1000.0)[0] is False
+
+
+def test_notify_sends_datagrams_to_the_socket_systemd_names(tmp_path: Path) -> None:
+    with _notify_socket(tmp_path) as (address, receive):
+        assert heartbeat.notify("READY=1", {"NOTIFY_SOCKET": address})
+        assert receive() == "READY=1"
+    assert not heartbeat.notify("READY=1", {})  # not under systemd: nothing to do
+    assert not heartbeat.notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")})
+
+
+@pytest.mark.broker
+def test_running_daemon_is_healthy_and_tells_systemd(
+    daemon: Callable[..., Daemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _notify_socket(tmp_path) as (address, receive):
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        process = daemon()
+        assert receive() == "READY=1"
+        assert receive() == "WATCHDOG=1"
+        done = cli("health", "-c", str(process.config))
+        assert done.returncode == 0, done.stderr + process.output()
+        assert "alive" in done.stdout
+        assert "broker connected" in done.stdout
+        beat = json.loads((process.config.parent / "data" / heartbeat.FILE_NAME).read_text())
+        assert process.proc is not None
+        assert beat["pid"] == process.proc.pid
+        assert process.stop() == 0
+        while receive() != "STOPPING=1":  # a last WATCHDOG=1 may come first; times out if never
+            pass
+    done = cli("health", "-c", str(process.config))
+    assert done.returncode == 1
+    assert "not running" in done.stderr
+
+
+@pytest.mark.broker
+def test_a_stopped_loop_makes_health_fail(daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """SIGSTOP freezes the daemon as a stuck event loop would: its heartbeat goes stale."""
+    process = daemon()
+    path = process.config.parent / "data" / heartbeat.FILE_NAME
+    deadline = time.monotonic() + 20
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), process.output()
+    # Pretend the last beat is old (waiting 30 s of real time would be a slow test).
+    assert process.proc is not None
+    process.proc.send_signal(signal.SIGSTOP)
+    try:
+        beat = json.loads(path.read_text())
+        heartbeat.write(path, {k: v for k, v in beat.items() if k not in ("ts", "pid")}, time.time() - 60)
+        done = cli("health", "-c", str(process.config))
+        assert done.returncode == 1
+        assert "stuck" in done.stderr
+    finally:
+        process.proc.send_signal(signal.SIGCONT)
+    # Running again, it writes a fresh beat within BEAT_EVERY.
+    deadline = time.monotonic() + heartbeat.BEAT_EVERY + 5
+    while cli("health", "-c", str(process.config)).returncode != 0:
+        assert time.monotonic() < deadline, process.output()
+        time.sleep(0.5)
+
+
+@contextmanager
+def _notify_socket(folder: Path) -> Iterator[tuple[str, Callable[[], str]]]:
+    """A datagram socket standing where systemd's notification socket would be."""
+    path = folder / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(20)
+        yield str(path), lambda: sock.recv(4096).decode()
