@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bridge import __version__
 
 if TYPE_CHECKING:
-    from bridge.config import Config
+    from bridge.config.settings import Config
 
 EXIT_INVALID = 2
 SCHEMA_FILES = {"config": "config.schema.json", "rule": "rule.schema.json"}
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "schema":
         return _schema(args)
+    from bridge.config.loader import load_config
     from bridge.errors import ConfigError, Llm2MqttError
-    from bridge.loader import load_config
 
     try:
         config = load_config(args.config)
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from bridge.loader import combined_schema, config_schema, rule_file_schema
+    from bridge.config.loader import combined_schema, config_schema, rule_file_schema
 
     documents = {"config": config_schema, "rule": rule_file_schema}
     if args.out is not None:
@@ -104,7 +104,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _health(config: "Config", args: argparse.Namespace) -> int:
-    from bridge import heartbeat
+    from bridge.pipeline import heartbeat
 
     alive, message = heartbeat.verdict(config.data_dir / heartbeat.FILE_NAME, time.time())
     print(message, file=sys.stdout if alive else sys.stderr)
@@ -184,7 +184,7 @@ def _check_broker(config: "Config") -> list[str]:
 
 async def _check_ollama(config: "Config") -> list[str]:
     from bridge.errors import Llm2MqttError
-    from bridge.ollama_backend import OllamaBackend, has_model
+    from bridge.pipeline.ollama_backend import OllamaBackend, has_model
 
     backend = OllamaBackend(config.settings.ollama)
     try:
@@ -203,9 +203,9 @@ async def _check_ollama(config: "Config") -> list[str]:
 
 
 def _try(config: "Config", args: argparse.Namespace) -> int:
-    from bridge.images import ImageError, prepare_image
-    from bridge.ollama_backend import OllamaBackend
-    from bridge.worker import ask_model, image_spec
+    from bridge.pipeline.images import ImageError, prepare_image
+    from bridge.pipeline.ollama_backend import OllamaBackend
+    from bridge.pipeline.runner import ask_model, image_spec
     from handlers import PromptInput, handler_for
 
     rule = config.rule(args.rule)
