@@ -5,10 +5,7 @@ Python itself starts (no pydantic, paho, ollama or Pillow).
 """
 
 import argparse
-import asyncio
 import json
-import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -112,6 +109,8 @@ def _health(config: "Config", args: argparse.Namespace) -> int:
 
 
 def _setup_logging(level: str) -> None:
+    import logging
+
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -120,6 +119,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _run(config: "Config", args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from bridge.daemon import Bridge
 
     _setup_logging(config.settings.log_level)
@@ -136,6 +138,8 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
 
 
 def _check(config: "Config", args: argparse.Namespace) -> int:
+    import asyncio
+
     rules = config.rules
     print(f"{config.path}: valid; {len(rules)} rule(s): {', '.join(r.name for r in rules) or 'none'}")
     if not args.live:
@@ -203,6 +207,8 @@ async def _check_ollama(config: "Config") -> list[str]:
 
 
 def _try(config: "Config", args: argparse.Namespace) -> int:
+    import asyncio
+
     from bridge.pipeline.images import ImageError, prepare_image
     from bridge.pipeline.ollama_backend import OllamaBackend
     from bridge.pipeline.runner import ask_model, image_spec
