@@ -65,12 +65,16 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
 async def beat(path: Path, status: Callable[[], Mapping[str, Any]], every: float = BEAT_EVERY) -> None:
     """Write the heartbeat and ping systemd's watchdog every `every` seconds, until cancelled."""
     notify("READY=1")
+    failing = False
     try:
         while True:
             try:
                 write(path, status(), time.time())
+                failing = False
             except OSError as exc:
-                log.warning("cannot write the heartbeat %s: %s", path, exc)
+                if not failing:  # once per outage, not every beat
+                    log.warning("cannot write the heartbeat %s: %s", path, exc)
+                failing = True
             notify("WATCHDOG=1")
             await asyncio.sleep(every)
     finally:
