@@ -44,6 +44,16 @@ ELSEWHERE = {
     "curl": "talks to a running daemon",
     "mosquitto_pub": "talks to a running broker",
     "mosquitto_sub": "talks to a running broker",
+    "mosquitto": "a broker of its own, running until stopped",
+    "cd": "moves to another folder",
+    "export": "sets the shell's environment",
+    "cat": "shows a file",
+    "echo": "prints",
+    "jq": "filters another command's output",
+    "tee": "writes a file",
+    "chmod": "changes the machine",
+    "open": "macOS only",
+    "plutil": "macOS only",
 }
 # Commands of llm2mqtt that are cheap and need nothing running: these run for real.
 RUNNABLE = {"check", "schema"}
