@@ -11,7 +11,7 @@ import pytest
 from bridge.pipeline import heartbeat
 from tests.e2e.test_cli import cli
 from tests.support.mqtt_helpers import Daemon
-from tests.support.notify import notify_socket
+from tests.support.systemd_notify import notify_socket
 
 
 @pytest.mark.broker

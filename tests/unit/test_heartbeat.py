@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from bridge.pipeline import heartbeat
-from tests.support.notify import notify_socket
+from tests.support.systemd_notify import notify_socket
 
 
 def test_verdict_fresh_stale_missing_and_garbled(tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def test_readme_command(command: Command, tmp_path: Path) -> None:
     "line",
     [
         "python -m tests.support.ollama_standin --port 11434",  # not the venv's python
-        ".venv/bin/python -m tests.ollama_standin",  # no such module
+        ".venv/bin/python -m tests.support.no_such_standin",  # no such module
         ".venv/bin/python -m bench overhead nonsense --quick",  # no such benchmark
         ".venv/bin/llm2mqtt chekc",  # no such command
         ".venv/bin/llm2mqtt schema --yaml",  # no such option
