@@ -122,9 +122,7 @@ class Bridge:
             for i in range(self.settings.ollama.parallel)
         ]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
-        alive = asyncio.create_task(
-            heartbeat.beat(self.config.data_dir / heartbeat.FILE_NAME, self._liveness), name="heartbeat"
-        )
+        alive = heartbeat.start(self.data_dir, lambda: {"mqtt": self.link.connected, "load": self.load()})
         log.info(
             "llm2mqtt %s running: %d rule(s), Ollama at %s (parallel %d)",
             __version__,
@@ -135,9 +133,7 @@ class Bridge:
         try:
             await self._stop.wait()
         finally:
-            alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await alive
+            await heartbeat.stop(alive)
             await self._shutdown(workers, housekeeping)
 
     def _resume(self) -> int:
@@ -178,14 +174,6 @@ class Bridge:
             "last_model_ms": round(latest[-1], 1) if latest else None,
             "outbox": self.outbox.in_flight,
             "rules": rules,
-        }
-
-    def _liveness(self) -> dict[str, Any]:
-        """What the heartbeat file says besides its time (`llm2mqtt health` prints it)."""
-        return {
-            "broker": "connected" if self.link.connected else "disconnected",
-            "queued": len(self.queue),
-            "running": len(self.runner.running),
         }
 
     async def _publish_models(self) -> None:

@@ -8,6 +8,7 @@ service manager `READY=1` once the daemon takes input and `WATCHDOG=1` on every 
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -40,10 +41,13 @@ def verdict(path: Path, now: float, stale_after: float = STALE_AFTER) -> tuple[b
         return False, f"{path}: no heartbeat: the daemon is not running (or not yet started)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"{path}: unreadable heartbeat: {exc}"
-    details = ", ".join(f"{key} {value}" for key, value in beat.items() if key != "ts")
     if age > stale_after:
         return False, f"{path}: last beat {age:.0f}s ago (over {stale_after:.0f}s): the daemon is stuck"
-    return True, f"alive: last beat {age:.1f}s ago; {details}"
+    broker = "connected" if beat.get("mqtt") else "disconnected"
+    return True, (
+        f"alive (pid {beat.get('pid')}): last beat {age:.1f}s ago; broker {broker}; "
+        f"{beat.get('load', 0)} job(s) waiting or running"
+    )
 
 
 def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -85,3 +89,15 @@ async def beat(path: Path, status: Callable[[], Mapping[str, Any]], every: float
 def clear(path: Path) -> None:
     """Remove the heartbeat: the daemon stopped on purpose, it is not stuck."""
     path.unlink(missing_ok=True)
+
+
+def start(data_dir: Path, status: Callable[[], Mapping[str, Any]]) -> "asyncio.Task[None]":
+    """Start beating into `data_dir`; `status()` gives `mqtt` (connected) and `load` (jobs)."""
+    return asyncio.create_task(beat(data_dir / FILE_NAME, status), name="heartbeat")
+
+
+async def stop(task: "asyncio.Task[None]") -> None:
+    """Stop beating: the file is removed and systemd hears STOPPING=1."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -11,12 +11,12 @@ def test_verdict_fresh_stale_missing_and_garbled(tmp_path: Path) -> None:
     alive, message = heartbeat.verdict(path, now=1000.0)
     assert not alive
     assert "no heartbeat" in message
-    heartbeat.write(path, {"broker": "connected", "queued": 2}, now=1000.0)
+    heartbeat.write(path, {"mqtt": True, "load": 2}, now=1000.0)
     assert not (tmp_path / f"{heartbeat.FILE_NAME}.tmp").exists()
     alive, message = heartbeat.verdict(path, now=1000.0 + heartbeat.STALE_AFTER - 1)
     assert alive
     assert "broker connected" in message
-    assert "queued 2" in message
+    assert "2 job(s) waiting or running" in message
     alive, message = heartbeat.verdict(path, now=1000.0 + heartbeat.STALE_AFTER + 1)
     assert not alive
     assert "stuck" in message
