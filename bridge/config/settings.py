@@ -44,6 +44,13 @@ class MqttSettings(StrictModel):
         7 * 86400, description="MQTT 5: how long the broker keeps our session while we are away"
     )
     reconnect_max: Duration = Field(60, description="Longest wait between reconnect attempts")
+    receive_maximum: int = Field(
+        65535,
+        ge=1,
+        le=65535,
+        description="MQTT 5: how many unacknowledged QoS 1 inputs the broker may send at once;"
+        " past its own queue limit (Mosquitto: max_queued_messages) a broker drops the rest",
+    )
     tls: TlsSettings | None = None
     reply_deny: list[str] = Field(
         default_factory=list,
@@ -126,6 +133,10 @@ class JournalSettings(StrictModel):
     synchronous: Literal["full", "normal"] = Field(
         "full", description="full: durable across power loss; normal: across crashes only"
     )
+    max_size: Size = Field(
+        1_000_000_000,
+        description="Largest journal; beyond it (after pruning) new input is refused with an error",
+    )
 
 
 class LimitsSettings(StrictModel):
@@ -139,6 +150,9 @@ class LimitsSettings(StrictModel):
         gt=0,
         description="Most memory a PNG or WebP may take to decode (they are decoded in full; a JPEG "
         "is shrunk while decoding): about 10 MB per megapixel for PNG, 18 for WebP",
+    )
+    max_queued: int = Field(
+        10_000, ge=1, description="Jobs waiting at most; beyond it new input is refused with an error"
     )
 
 

@@ -18,19 +18,20 @@ def reply_problem(topic: str, settings: Settings, inputs: Iterable[str]) -> str 
     """Why the bridge may not publish a reply on `topic`, or None."""
     mqtt = settings.mqtt
     if not topic or "+" in topic or "#" in topic or "\x00" in topic or topic.startswith("$"):
-        return "not a topic to publish on"
+        return "not a topic one can publish to"
     if _under(topic, [mqtt.base_topic]):
-        return f"it is under the bridge's own topics ({mqtt.base_topic}/)"
-    if _under(topic, [settings.homeassistant.discovery_prefix]):
-        return f"it is under Home Assistant's discovery prefix ({settings.homeassistant.discovery_prefix}/)"
+        return f"under the bridge's own topics ({mqtt.base_topic}/): refused"
+    prefix = settings.homeassistant.discovery_prefix
+    if _under(topic, [prefix]):
+        return f"under Home Assistant's discovery prefix ({prefix}/): refused"
     for topic_filter in inputs:
         if paho.topic_matches_sub(topic_filter, topic):
-            return f"it is the input of a rule ({topic_filter})"
+            return f"the input of a rule ({topic_filter}): refused"
     for topic_filter in mqtt.reply_deny:
         if paho.topic_matches_sub(topic_filter, topic):
-            return f"mqtt.reply_deny has {topic_filter}"
+            return f"denied by mqtt.reply_deny ({topic_filter}): refused"
     if mqtt.reply_allow and not any(topic.startswith(prefix) for prefix in mqtt.reply_allow):
-        return "it is not under a prefix of mqtt.reply_allow"
+        return "not under a prefix of mqtt.reply_allow: refused"
     return None
 
 
