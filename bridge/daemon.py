@@ -241,6 +241,11 @@ class Bridge:
         """Queue a job from any source; `on_durable` runs once it is safe in the journal."""
         return self.intake.submit(submission, on_durable)
 
+    def deliver_local(self, message: Inbound) -> None:
+        """Handle `message` as if it came from the broker (the web console's buttons use the
+        same topics as MQTT users); a QoS 0 message needs no acknowledgement."""
+        self._on_message(message)
+
     def _on_message(self, message: Inbound) -> None:
         if not self._accepting:
             return  # not acknowledged: the broker delivers it again to our next session

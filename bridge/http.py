@@ -1,22 +1,19 @@
-"""The daemon's HTTP server: FastAPI on uvicorn, inside the daemon's own event loop.
+"""The web feature: the console's pages and REST API on FastAPI/uvicorn, inside the daemon's loop.
 
-Each area brings its own router (`/api/todo` from the Todo extension; a web page later);
-this module owns the server, the settings and the bearer-token check. Loopback by default;
-any other bind address needs a token, so the list is never open to the network by mistake.
+Other extensions add routers before it starts (`/api/todo` from the Todo extension). Loopback
+by default; any other bind address needs a token, so nothing is open to the network by
+mistake. Every request passes `Guard` first (Host, Origin, body size, login).
 """
 
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from fastapi import APIRouter, FastAPI
 
 from bridge import __version__
 from bridge.extensions import Extension
@@ -24,27 +21,9 @@ from bridge.http_settings import HttpSettings
 
 if TYPE_CHECKING:
     from bridge.daemon import Bridge
+    from bridge.web.console import Console
 
 log = logging.getLogger(__name__)
-
-Next = Callable[[Request], Awaitable[Response]]
-
-
-def bearer_required(token: SecretStr) -> Callable[[Request, Next], Awaitable[Response]]:
-    """Middleware refusing any request (API, OpenAPI document, docs) without the bearer token."""
-    expected = token.get_secret_value().encode()
-
-    async def check(request: Request, call_next: Next) -> Response:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
-            return JSONResponse(
-                {"detail": "missing or wrong bearer token"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
-
-    return check
 
 
 class _Server(uvicorn.Server):
@@ -61,17 +40,20 @@ class HttpExtension(Extension):
 
     def __init__(self, settings: HttpSettings) -> None:
         self.settings = settings
-        self.app = FastAPI(title="llm2mqtt", version=__version__)
-        if settings.token is not None:
-            self.app.middleware("http")(bearer_required(settings.token))
+        # FastAPI's own /docs loads its scripts from a CDN; the console serves its own at /docs.
+        self.app = FastAPI(title="llm2mqtt", version=__version__, docs_url=None, redoc_url=None)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self.console: Console | None = None
         self.port = settings.port
 
     def include_router(self, router: APIRouter) -> None:
         self.app.include_router(router)
 
     async def start(self, bridge: "Bridge") -> None:
+        from bridge.web.app import build_console, mount_console
+        from bridge.web.guard import Guard
+
         # Bound here, so a port in use stops the daemon with a clear error instead of an exit
         # deep inside uvicorn.
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
@@ -84,13 +66,23 @@ class HttpExtension(Extension):
             where = f"{self.settings.host}:{self.settings.port}"
             raise OSError(f"http: cannot listen on {where}: {exc}") from None
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        self.console = build_console(bridge, self.settings)
+        mount_console(self.app, self.console)
+        guarded = Guard(self.app, self.settings)
+        config = uvicorn.Config(
+            guarded, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+        )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
-        log.info("REST API on http://%s:%d (OpenAPI at /openapi.json)", self.settings.host, self.port)
+        log.info("web console on http://%s:%d (API docs at /docs)", self.settings.host, self.port)
 
     async def stop(self) -> None:
+        if self.console is not None:
+            self.console.hub.close()  # open event streams end, so the server can stop
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout=5)
+        if self.console is not None:
+            self.console.view.close()
+            self.console.thumbs.close()

@@ -45,6 +45,15 @@ class Topics:
     def error(self, rule: str) -> str:
         return f"{self.base}/{rule}/error"
 
+    def check(self, rule: str) -> str:
+        return f"{self.base}/{rule}/check"
+
+    def paused(self, rule: str) -> str:
+        return f"{self.base}/{rule}/paused"
+
+    def paused_set(self, rule: str) -> str:
+        return f"{self.base}/{rule}/paused/set"
+
     def rule_of_run_topic(self, topic: str) -> str | None:
         """The rule named by `<base>/<rule>/run`, or None for any other topic."""
         prefix = f"{self.base}/"

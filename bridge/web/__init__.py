@@ -1,0 +1,1 @@
+"""The web console: pages and the REST API over the journal, served by the daemon."""
