@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.camera import Camera
 from tests.conftest import LOCK_RULE, TOPIC_RULE
 from tests.mqtt_helpers import Collector, Daemon, Mosquitto, free_port, wait_for_port
 from tests.ollama_standin import OllamaStandin
+from tests.samples import jpeg
 
 TOKEN = "console-token-for-tests-0123"
 NOTE_RULE: dict[str, Any] = {
@@ -35,6 +37,7 @@ class Console:
     daemon: Daemon
     data_dir: Path
     token: str | None
+    camera: Camera
 
     def client(self, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -52,10 +55,20 @@ def console_daemon(
     broker = Mosquitto(folder / "mosquitto")
     broker.start()
     standin = OllamaStandin().start()
+    camera = Camera(jpeg(220))
     port = free_port()
     rules = folder / "rules"
     rules.mkdir(parents=True, exist_ok=True)
-    for rule in (LOCK_RULE, TOPIC_RULE, NOTE_RULE):
+    gate = {
+        "name": "gate",
+        "handler": "yes_no",
+        "model": "qwen2.5vl:3b",
+        "prompt": "Is the gate open?",
+        "labels": {"true": "open", "false": "closed"},
+        "schedule": {"every": "1d"},
+        "snapshot": {"url": camera.url},
+    }
+    for rule in (LOCK_RULE, TOPIC_RULE, NOTE_RULE, gate):
         (rules / f"{rule['name']}.yaml").write_text(yaml.safe_dump(rule, allow_unicode=True))
     settings: dict[str, Any] = {
         "mqtt": {"url": broker.url, "client_id": f"llm2mqtt-web-{port}", "reconnect_max": 1},
@@ -89,6 +102,7 @@ def console_daemon(
             daemon=daemon,
             data_dir=folder / "data",
             token=token,
+            camera=camera,
         )
         wait_online(console)
         yield console
@@ -96,6 +110,7 @@ def console_daemon(
         if daemon.proc is not None:
             daemon.stop()
         standin.stop()
+        camera.close()
         broker.stop()
 
 

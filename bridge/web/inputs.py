@@ -36,7 +36,7 @@ async def read_input(console: Console, request: Request) -> JobInput:
     """A rule's input from multipart (`image`, `text`), JSON as on MQTT, raw image bytes or text."""
     limits = console.core.limits
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.form(max_files=1, max_fields=10)
         upload = form.get("image")
         image = await read_upload(console, upload if isinstance(upload, UploadFile) else None)
