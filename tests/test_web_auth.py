@@ -50,7 +50,7 @@ def test_sessions_are_signed_with_the_token_and_expire() -> None:
 
 
 def test_off_loopback_a_token_is_required() -> None:
-    with pytest.raises(ValueError, match="set http.token"):
+    with pytest.raises(ValueError, match=r"set http\.token"):
         HttpSettings(enabled=True, host="0.0.0.0")
 
 
@@ -71,7 +71,8 @@ def test_without_the_token_nothing_is_served(remote: Console) -> None:
             assert refused.status_code == 401, path
             assert "log in at /login" in refused.json()["detail"]
         page = anonymous.get("/rules?x=1", headers={"Accept": "text/html"})
-        assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Frules%3Fx%3D1"
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login?next=%2Frules%3Fx%3D1"
         assert anonymous.get("/login").status_code == 200
         assert anonymous.get("/static/console.css").status_code == 200
         assert anonymous.post("/api/rules/message_topic/run", json={"text": "x"}).status_code == 401
@@ -90,11 +91,14 @@ def test_the_bearer_token_opens_the_api(remote: Console) -> None:
 def test_login_gives_an_httponly_strict_session_cookie(remote: Console) -> None:
     with httpx.Client(base_url=remote.url, timeout=10) as browser:
         refused = browser.post("/login", data={"token": "not it", "next": "/rules"})
-        assert refused.status_code == 401 and "not right" in refused.text
+        assert refused.status_code == 401
+        assert "not right" in refused.text
         signed = browser.post("/login", data={"token": TOKEN, "next": "/rules"})
-        assert signed.status_code == 303 and signed.headers["location"] == "/rules"
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "/rules"
         cookie = signed.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie.replace("Strict", "strict")
         assert browser.get("/api/health").status_code == 200  # the cookie jar sends it
         assert browser.get("/rules").status_code == 200
         own = {"Origin": remote.url}
