@@ -321,6 +321,8 @@ def test_todo_parameters_are_bounded(api: httpx.Client) -> None:
     assert long_text.status_code in (413, 422)
     assert api.post("/api/todo/tasks", json={"title": "t", "description": "x" * 5000}).status_code == 422
     assert api.post("/api/todo/tasks", json={"title": "t", "genre": "g" * 100}).status_code == 422
+    uid = api.post("/api/todo/tasks", json={"title": "keep my title"}).json()["uid"]
+    assert api.patch(f"/api/todo/tasks/{uid}", json={"title": None}).status_code == 422
 
 
 def test_docs_work_offline(api: httpx.Client) -> None:

@@ -78,7 +78,11 @@ def todo_router(todo: "TodoExtension") -> APIRouter:
 
     @router.patch("/tasks/{uid}")
     async def update_task(uid: Uid, patch: TaskPatch) -> dict[str, Any]:
-        return apply(lambda: store.update(uid, source="api", **patch.model_dump(exclude_unset=True)))
+        changes = patch.model_dump(exclude_unset=True)
+        for required in ("title", "status", "needs_confirmation"):
+            if required in changes and changes[required] is None:
+                raise HTTPException(422, f"{required} cannot be null")
+        return apply(lambda: store.update(uid, source="api", **changes))
 
     @router.post("/tasks/{uid}/complete")
     async def complete_task(uid: Uid) -> dict[str, Any]:

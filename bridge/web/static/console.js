@@ -38,6 +38,14 @@ async function api(method, url, body) {
 
 // -- every page: filters that submit themselves, rule buttons ---------------------------------
 
+// A picture that cannot be shown (an input that was not a decodable image) becomes a label.
+document.addEventListener("error", (e) => {
+  const img = e.target;
+  if (img.tagName === "IMG" && img.closest(".thumb, .timeline")) {
+    img.replaceWith(el("span", { class: "noimg" }, "no picture"));
+  }
+}, true);
+
 for (const select of $$("[data-autosubmit]")) select.addEventListener("change", () => select.form.submit());
 
 for (const button of $$("[data-check]")) {
@@ -73,7 +81,7 @@ function jobItem(ev) {
   return el("li", { class: `job state-queued fresh`, "data-job": ev.job_id, "data-rule": ev.rule },
     el("a", { class: "thumb", href: `/jobs/${ev.job_id}` }, el("span", { class: "noimg" }, "…")),
     el("div", { class: "body" },
-      el("div", { class: "line1" }, el("a", { class: "rule", href: `/rules/${ev.rule}` }, ev.rule), " ",
+      el("div", { class: "line1" }, el("a", { class: "rulename", href: `/rules/${ev.rule}` }, ev.rule), " ",
         el("span", { class: "badge queued" }, "queued")),
       el("div", { class: "answer" }, "…"),
       el("div", { class: "meta" }, el("span", {}, ev.source || ""), " · ", el("time", {}, when(ev.ts)),
@@ -95,7 +103,7 @@ function updateItem(item, ev) {
     const times = $(".times", item);
     if (times && r.timings) times.textContent = ` · queue ${ms(r.timings.queued)} · model ${ms(r.timings.llm)}`;
     if (r.image) {
-      $(".thumb", item).replaceChildren(el("img", { src: `/api/jobs/${ev.job_id}/image?thumb=1`, alt: `picture of job ${ev.job_id}` }));
+      $(".thumb", item).replaceChildren(el("img", { src: `/api/jobs/${ev.job_id}/image?thumb=1`, alt: "" }));
     }
   } else if (ev.type === "job_failed") {
     answer.replaceChildren(el("span", { class: "err" }, ev.error || "failed"));
@@ -246,7 +254,10 @@ function startTodo() {
   const patch = (uid, body) => api("PATCH", `/api/todo/tasks/${uid}`, body).then(load).catch((e) => alert(e.message));
   const field = (task, name, attrs) => el("input", {
     ...attrs, value: task[name] || "", "aria-label": name, "data-field": name,
-    onchange: (e) => patch(task.uid, { [name]: e.target.value || null }),
+    onchange: (e) => {
+      if (name === "title" && !e.target.value.trim()) { e.target.value = task.title; return; }
+      patch(task.uid, { [name]: e.target.value || null });
+    },
   });
   async function load() {
     const status = showDone.checked ? "" : "?status=needs_action";
