@@ -7,8 +7,8 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from bridge.images import sniff_image
-from bridge.intake import Submission
+from bridge.pipeline.images import sniff_image
+from bridge.pipeline.intake import Submission
 from bridge.web.console import Console
 from bridge.web.inputs import read_input, read_upload, try_once
 from bridge.web.jobs import job_detail, job_picture, rule_summaries

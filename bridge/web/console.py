@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.config import LimitsSettings
-from bridge.http_settings import HttpSettings
-from bridge.images import ImageSpec
-from bridge.intake import Submission
-from bridge.rules import RuleBase
-from bridge.topics import Topics
+from bridge.config.http import HttpSettings
+from bridge.config.rules import RuleBase
+from bridge.config.settings import LimitsSettings
+from bridge.pipeline.images import ImageSpec
+from bridge.pipeline.intake import Submission
+from bridge.pipeline.topics import Topics
 from bridge.web.events import EventHub
 from bridge.web.queries import JournalView
 from bridge.web.thumbs import ThumbCache

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from bridge.journal import OutboxMessage
+from bridge.pipeline.journal import OutboxMessage
 
 QUEUE_SIZE = 256
 KEEP = 200  # recent frames kept for a reconnecting browser

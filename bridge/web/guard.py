@@ -25,7 +25,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote
 
-from bridge.http_settings import HttpSettings
+from bridge.config.http import HttpSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

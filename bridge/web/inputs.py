@@ -6,13 +6,13 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 
+from bridge.config.handler_rules import DescribeRule
+from bridge.config.rules import RuleBase
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
-from bridge.images import ImageError, prepare_image
-from bridge.payloads import JobInput, looks_like_image, parse_payload
-from bridge.rules import RuleBase
+from bridge.pipeline.images import ImageError, prepare_image
+from bridge.pipeline.payloads import JobInput, looks_like_image, parse_payload
 from bridge.web.console import Console
 from handlers import PromptInput
-from handlers.describe import DescribeRule
 
 NOT_AN_IMAGE = "the upload is not a JPEG, PNG or WebP image"
 

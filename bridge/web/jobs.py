@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from bridge.images import ImageError, ImageSpec
+from bridge.pipeline.images import ImageError, ImageSpec
 from bridge.web.console import Console
 from bridge.web.queries import JobRow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bridge.images import ImageSpec, prepare_image
+from bridge.pipeline.images import ImageSpec, prepare_image
 
 THUMB_SIDE = 320
 
