@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.common import TEXT_RULE, Client, median, percentile, stack, wait_online
 from bench.spine import job_round_trips
@@ -85,7 +86,7 @@ def server_ms(client: httpx.Client, path: str, repeat: int) -> list[float]:
 
 def render(jobs: int = 100_000, repeat: int = 30) -> dict[str, Any]:
     """Server time of the Live and Rules pages (and their API twins) over a full journal."""
-    with stack_with_journal(jobs) as (port, _client):
+    with stack_with_journal(jobs) as (port, _client, _pid):
         out: dict[str, Any] = {"jobs_in_journal": jobs}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as web:
             oldest = web.get("/api/jobs", params={"limit": 200}).json()["next"]
@@ -140,36 +141,47 @@ class _Streams:
             sock.close()
 
 
-def sse_cost(jobs: int = 2000, streams: int = 20, rounds: int = 3) -> dict[str, Any]:
-    """Burst throughput without and with `streams` open event streams, alternated `rounds` times."""
-    with stack_with_journal(0) as (port, client):
+def sse_cost(jobs: int = 1000, streams: int = 20, rounds: int = 5) -> dict[str, Any]:
+    """Burst throughput and the daemon's CPU time per job, without and with `streams` open event
+    streams, alternated `rounds` times. On a shared machine the CPU time per job is the steadier
+    figure: other processes change the wall clock, not the daemon's own work."""
+    with stack_with_journal(0) as (port, client, pid):
+        daemon = psutil.Process(pid)
         job_round_trips(client, 100, 0, "warm")
-        without, with_streams, delivered = [], [], 0
+        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        delivered = 0
         for r in range(rounds):
-            _, wall = job_round_trips(client, jobs, 0, f"a{r}-")
-            without.append(jobs / wall)
-            readers = _Streams(port, streams)
-            time.sleep(0.3)
-            _, wall = job_round_trips(client, jobs, 0, f"b{r}-")
-            with_streams.append(jobs / wall)
-            time.sleep(0.3)
-            delivered += readers.bytes
-            readers.close()
-        base, loaded = median(without), median(with_streams)
+            for with_streams in (False, True):
+                readers = _Streams(port, streams) if with_streams else None
+                time.sleep(0.3)
+                cpu = sum(daemon.cpu_times()[:2])
+                _, wall = job_round_trips(client, jobs, 0, f"{r}{with_streams}-")
+                cpu_ms = (sum(daemon.cpu_times()[:2]) - cpu) * 1000 / jobs
+                runs[with_streams].append((jobs / wall, cpu_ms))
+                if readers is not None:
+                    time.sleep(0.3)
+                    delivered += readers.bytes
+                    readers.close()
+    base, loaded = median([t for t, _ in runs[False]]), median([t for t, _ in runs[True]])
+    cpu_base, cpu_loaded = median([c for _, c in runs[False]]), median([c for _, c in runs[True]])
     return {
         "burst_jobs": jobs,
         "streams": streams,
+        "rounds": rounds,
         "jobs_per_s_without_streams": round(base, 1),
         "jobs_per_s_with_streams": round(loaded, 1),
-        "slowdown_pct": round((base - loaded) / base * 100, 1),
-        "runs_without": [round(x, 1) for x in without],
-        "runs_with": [round(x, 1) for x in with_streams],
-        "event_bytes_delivered_per_stream": delivered // streams,
+        "throughput_slowdown_pct": round((base - loaded) / base * 100, 1),
+        "daemon_cpu_ms_per_job_without": round(cpu_base, 2),
+        "daemon_cpu_ms_per_job_with": round(cpu_loaded, 2),
+        "cpu_per_job_increase_pct": round((cpu_loaded - cpu_base) / cpu_base * 100, 1),
+        "runs_jobs_per_s_without": [round(t, 1) for t, _ in runs[False]],
+        "runs_jobs_per_s_with": [round(t, 1) for t, _ in runs[True]],
+        "event_bytes_per_stream": delivered // (streams * rounds),
     }
 
 
 @contextmanager
-def stack_with_journal(jobs: int) -> Iterator[tuple[int, Client]]:
+def stack_with_journal(jobs: int) -> Iterator[tuple[int, Client, int]]:
     """A daemon with the web console on, over a journal filled with `jobs` finished jobs."""
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-webbench-") as tmp:
         data = Path(tmp) / "data"
@@ -178,12 +190,13 @@ def stack_with_journal(jobs: int) -> Iterator[tuple[int, Client]]:
             fill_journal(data / "journal.sqlite3", jobs)
         port = free_port()
         settings = {"data_dir": str(data), "http": {"enabled": True, "port": port}, "stats_interval": 10}
-        with stack(RULES, **settings) as (broker, _standin, _daemon):
+        with stack(RULES, **settings) as (broker, _standin, daemon):
             wait_for_port(port, 30)
             client = Client(broker.port, ["llm2mqtt/bridge/state", "llm2mqtt/bench_text/result"])
             try:
                 wait_online(client)
-                yield port, client
+                assert daemon.proc is not None
+                yield port, client, daemon.proc.pid
             finally:
                 client.close()
 
@@ -191,5 +204,5 @@ def stack_with_journal(jobs: int) -> Iterator[tuple[int, Client]]:
 def bench_web(quick: bool) -> dict[str, Any]:
     """Both figures of the issue: render times at 100,000 jobs and the cost of 20 event streams."""
     pages = render(jobs=20_000 if quick else 100_000, repeat=10 if quick else 30)
-    streams = sse_cost(jobs=300 if quick else 2000, rounds=2 if quick else 3)
+    streams = sse_cost(jobs=300 if quick else 1000, rounds=2 if quick else 5)
     return {"render": pages, "sse": streams}

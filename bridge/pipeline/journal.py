@@ -306,8 +306,8 @@ class Journal:
         return row[0] if row else None
 
     def get(self, job_id: str) -> Job | None:
-        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
 
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
@@ -447,11 +447,11 @@ class Journal:
     def last_done(self, rule: str) -> Job | None:
         """The rule's last finished job that has a result."""
         row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
             " ORDER BY finished DESC LIMIT 1",
             (rule,),
         ).fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def delete_messages(self, ids: Iterable[int]) -> None:
         with self._write() as db:
@@ -461,13 +461,13 @@ class Journal:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
-_JOB_COLUMNS = (
+JOB_COLUMNS = (
     "id, rule, source, state, priority, created, attempts, input, image, started, finished,"
     " not_before, result, error, dedupe_key"
 )
 
 
-def _job(row: tuple[Any, ...]) -> Job:
+def job_from_row(row: tuple[Any, ...]) -> Job:
     return Job(
         id=row[0],
         rule=row[1],

@@ -12,7 +12,7 @@ from bridge.pipeline.intake import Submission
 from bridge.web.console import Console
 from bridge.web.inputs import read_input, read_upload, try_once
 from bridge.web.jobs import job_detail, job_picture, rule_summaries
-from bridge.web.queries import MAX_LIMIT, Outcome
+from bridge.web.queries import MAX_LIMIT, Outcome, job_summary
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,40}$", description="A job id")]
 RuleName = Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$", description="A rule's name")]
@@ -55,7 +55,7 @@ def api_router(console: Console) -> APIRouter:
         """Jobs, newest first; pass the answer's `next` as `before` for the next page."""
         rows = await asyncio.to_thread(view.jobs, rule=rule, outcome=outcome, before=before, limit=limit)
         return {
-            "items": [row.summary() for row in rows],
+            "items": [job_summary(row) for row in rows],
             "next": rows[-1].id if len(rows) == limit else None,
         }
 

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import HTTPException
 
 from bridge.pipeline.images import ImageError, ImageSpec
+from bridge.pipeline.journal import Job
 from bridge.web.console import Console
-from bridge.web.queries import JobRow
+from bridge.web.queries import job_summary
 
 
 async def job_detail(console: Console, job_id: str) -> dict[str, Any]:
@@ -19,7 +20,7 @@ async def job_detail(console: Console, job_id: str) -> dict[str, Any]:
     row, detail = found
     data = row.input
     return {
-        **row.summary(),
+        **job_summary(row),
         "started": row.started,
         "input": {
             "kind": data.get("kind"),
@@ -31,7 +32,7 @@ async def job_detail(console: Console, job_id: str) -> dict[str, Any]:
             "image": row.image,
         },
         "result": row.result,
-        "attempts": detail.get("attempts", 0),
+        "attempts": row.attempts,
         "calls": detail.get("calls", []),
         "errors": detail.get("errors", []),
         "published": published(console, row),
@@ -39,7 +40,7 @@ async def job_detail(console: Console, job_id: str) -> dict[str, Any]:
     }
 
 
-def published(console: Console, row: JobRow) -> list[dict[str, Any]]:
+def published(console: Console, row: Job) -> list[dict[str, Any]]:
     """Where the job's outcome went (the outbox row is gone once delivered; the rule says where)."""
     topics, rule = console.core.topics, console.core.rules.get(row.rule)
     out: list[dict[str, Any]] = []
@@ -57,7 +58,7 @@ def published(console: Console, row: JobRow) -> list[dict[str, Any]]:
     return out
 
 
-def try_command(row: JobRow) -> str:
+def try_command(row: Job) -> str:
     """The `llm2mqtt try` line that runs this job's input again from a shell."""
     parts = ["llm2mqtt", "try", row.rule]
     if row.image is not None:
@@ -108,7 +109,7 @@ async def rule_summaries(console: Console) -> list[dict[str, Any]]:
                 "can_check": rule.snapshot is not None,
                 "paused": core.paused(name),
                 "counters": counters.get(name, {}),
-                "last": done.summary() if done is not None else None,
+                "last": job_summary(done) if done is not None else None,
             }
         )
     return items

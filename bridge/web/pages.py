@@ -16,7 +16,7 @@ from bridge import __version__
 from bridge.web.console import Console
 from bridge.web.guard import COOKIE, sign_session, token_matches
 from bridge.web.jobs import job_detail, rule_summaries
-from bridge.web.queries import MAX_LIMIT, Outcome
+from bridge.web.queries import MAX_LIMIT, Outcome, job_summary
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE = 50
@@ -65,7 +65,7 @@ def pages_router(console: Console) -> APIRouter:
         return page(
             request,
             "live.html",
-            jobs=[r.summary() for r in rows],
+            jobs=[job_summary(r) for r in rows],
             next=rows[-1].id if len(rows) == PAGE else None,
             rules=sorted(core.rules),
             rule=rule,
@@ -100,7 +100,7 @@ def pages_router(console: Console) -> APIRouter:
             request,
             "rule.html",
             rule=summary,
-            jobs=[r.summary() for r in rows],
+            jobs=[job_summary(r) for r in rows],
             next=rows[-1].id if len(rows) == limit else None,
         )
 

@@ -9,9 +9,10 @@ is committed. Lists are pages of at most `MAX_LIMIT` rows, keyset-paginated by j
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from bridge.pipeline.journal import JOB_COLUMNS, Job, job_from_row
 
 Outcome = Literal["queued", "running", "done", "failed", "skipped"]
 OUTCOME_STATES: dict[str, tuple[str, ...]] = {
@@ -22,42 +23,25 @@ OUTCOME_STATES: dict[str, tuple[str, ...]] = {
     "skipped": ("skipped", "superseded"),
 }
 MAX_LIMIT = 200
-_LIST_COLUMNS = "id, rule, source, state, created, started, finished, image, result, error, input"
 
 
-@dataclass(frozen=True)
-class JobRow:
-    """One job as the console lists it."""
-
-    id: str
-    rule: str
-    source: str
-    state: str
-    created: float
-    started: float | None
-    finished: float | None
-    image: str | None
-    result: dict[str, Any] | None
-    error: str | None
-    input: dict[str, Any]
-
-    def summary(self) -> dict[str, Any]:
-        """The fields a list shows (the API's list item)."""
-        result = self.result or {}
-        return {
-            "job_id": self.id,
-            "rule": self.rule,
-            "source": self.source,
-            "state": self.state,
-            "created": self.created,
-            "finished": self.finished,
-            "answer": answer_text(result),
-            "confidence": result.get("confidence"),
-            "timings": result.get("timings"),
-            "has_image": self.image is not None,
-            "text": (self.input.get("text") or "")[:200] or None,
-            "error": self.error,
-        }
+def job_summary(job: Job) -> dict[str, Any]:
+    """The fields a list shows (the API's list item)."""
+    result = job.result or {}
+    return {
+        "job_id": job.id,
+        "rule": job.rule,
+        "source": job.source,
+        "state": job.state,
+        "created": job.created,
+        "finished": job.finished,
+        "answer": answer_text(result),
+        "confidence": result.get("confidence"),
+        "timings": result.get("timings"),
+        "has_image": job.image is not None,
+        "text": (job.input.get("text") or "")[:200] or None,
+        "error": job.error,
+    }
 
 
 def answer_text(result: dict[str, Any]) -> str | None:
@@ -96,7 +80,7 @@ class JournalView:
         before: str | None = None,
         limit: int = 50,
         with_image: bool = False,
-    ) -> list[JobRow]:
+    ) -> list[Job]:
         """Newest first; `before` is the last id of the previous page."""
         where, args = [], []
         if rule is not None:
@@ -113,27 +97,26 @@ class JournalView:
             where.append("image IS NOT NULL")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self._all(
-            f"SELECT {_LIST_COLUMNS} FROM jobs{clause} ORDER BY id DESC LIMIT ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs{clause} ORDER BY id DESC LIMIT ?",
             (*args, max(1, min(limit, MAX_LIMIT))),
         )
-        return [_row(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
-    def job(self, job_id: str) -> tuple[JobRow, dict[str, Any]] | None:
-        """A job and its detail (attempt count, the calls sent and answered, each attempt's error)."""
-        rows = self._all(f"SELECT {_LIST_COLUMNS}, attempts, detail FROM jobs WHERE id = ?", (job_id,))
+    def job(self, job_id: str) -> tuple[Job, dict[str, Any]] | None:
+        """A job and its detail (the calls sent and answered, each attempt's error)."""
+        rows = self._all(f"SELECT {JOB_COLUMNS}, detail FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             return None
-        row = rows[0]
-        detail = json.loads(row[12]) if row[12] else {}
-        return _row(row[:11]), {"attempts": row[11], **detail}
+        *columns, detail = rows[0]
+        return job_from_row(tuple(columns)), json.loads(detail) if detail else {}
 
-    def last_done(self, rule: str) -> JobRow | None:
+    def last_done(self, rule: str) -> Job | None:
         """The rule's newest finished job with an answer."""
         rows = self._all(
-            f"SELECT {_LIST_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' ORDER BY id DESC LIMIT 1",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' ORDER BY id DESC LIMIT 1",
             (rule,),
         )
-        return _row(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def blob(self, digest: str) -> bytes | None:
         rows = self._all("SELECT data FROM blobs WHERE hash = ?", (digest,))
@@ -143,19 +126,3 @@ class JournalView:
         """The job's rule and the hash of the image it received, if it kept one."""
         rows = self._all("SELECT rule, image FROM jobs WHERE id = ? AND image IS NOT NULL", (job_id,))
         return (rows[0][0], rows[0][1]) if rows else None
-
-
-def _row(row: tuple[Any, ...]) -> JobRow:
-    return JobRow(
-        id=row[0],
-        rule=row[1],
-        source=row[2],
-        state=row[3],
-        created=row[4],
-        started=row[5],
-        finished=row[6],
-        image=row[7],
-        result=json.loads(row[8]) if row[8] else None,
-        error=row[9],
-        input=json.loads(row[10]) if row[10] else {},
-    )
