@@ -19,6 +19,7 @@ from bridge.pipeline.journal import OutboxMessage
 QUEUE_SIZE = 256
 KEEP = 200  # recent frames kept for a reconnecting browser
 HEARTBEAT = 15.0
+FLUSH_EVERY = 0.1  # seconds a frame may wait to share a write with the next ones
 FINAL_EVENTS = frozenset({"job_done", "job_failed", "job_skipped"})
 
 
@@ -34,6 +35,8 @@ class EventHub:
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self.published = 0
         self.retained: dict[str, bytes] = {}  # the last retained paused flag per topic
+        self._pending: list[bytes] = []
+        self._flush: asyncio.TimerHandle | None = None
 
     @property
     def streams(self) -> int:
@@ -64,14 +67,17 @@ class EventHub:
             frames.append(self._frame(body))
             self._settle(body)
         if frames:
-            # One write per stream for everything one commit made: a burst of jobs costs each
-            # open tab a few socket writes, not three per job.
-            self._broadcast(b"".join(frames))
+            self._pending.extend(frames)
+            if self._flush is None:
+                # Frames wait up to FLUSH_EVERY and go out together: during a burst of jobs each
+                # open tab gets ten socket writes a second, not three per job.
+                self._flush = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._send_pending)
 
-    def publish(self, body: dict[str, Any]) -> None:
-        """Send one event to every stream, and to whoever waits for its job."""
-        self._broadcast(self._frame(body))
-        self._settle(body)
+    def _send_pending(self) -> None:
+        self._flush = None
+        pending, self._pending = self._pending, []
+        if pending:
+            self._broadcast(b"".join(pending))
 
     def _frame(self, body: dict[str, Any]) -> bytes:
         self._seq += 1
@@ -96,6 +102,9 @@ class EventHub:
 
     def close(self) -> None:
         """End every open stream (the daemon stops)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._send_pending()
         for queue in list(self._streams):
             self._drop(queue)
 
