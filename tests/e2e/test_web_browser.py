@@ -14,9 +14,10 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from tests.support.browser import DESKTOP, PHONE, chromium, need_chromium, screenshot
-from tests.support.samples import door, jpeg
+from tests.support.samples import door
 from tests.support.web_console import TOKEN, Console, console_daemon, lan_address
 
+ALL_LOADED = "return Array.from(document.images).every((i) => i.complete)"
 pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.slow]
 
 
@@ -54,7 +55,8 @@ def both_widths(console: Console, path: str, name: str, ready: str = "main") -> 
         with chromium(size, dark=dark) as driver:
             driver.get(console.url + path)
             wait_until(lambda d=driver: css(d, ready), what=ready)
-            time.sleep(0.3)  # images and the live stream settle
+            wait_until(lambda d=driver: d.execute_script(ALL_LOADED), what="the pictures")
+            time.sleep(0.3)  # the live stream settles
             screenshot(driver, f"{name}-{label}")
 
 
@@ -107,7 +109,7 @@ def test_try_answers_an_uploaded_image(console: Console, tmp_path: Path) -> None
 def test_a_rules_history_shows_the_picture(console: Console) -> None:
     with console.client() as api:
         ran = api.post(
-            "/api/rules/front_door_lock/run", files={"image": ("d.jpg", jpeg(240), "image/jpeg")}
+            "/api/rules/front_door_lock/run", files={"image": ("d.jpg", door(True), "image/jpeg")}
         ).json()
     with chromium(PHONE) as driver:
         driver.get(console.url + "/rules/front_door_lock")
@@ -181,6 +183,7 @@ def test_screenshots_of_a_busy_console(console: Console) -> None:
         )
     both_widths(console, "/", "live", ready="#jobs li")
     both_widths(console, "/rules", "rules", ready=".rules li")
+    both_widths(console, "/rules/front_door_lock", "rule", ready="#timeline li")
 
 
 def test_login_with_the_token_off_loopback(tmp_path: Path) -> None:
