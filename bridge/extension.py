@@ -15,10 +15,12 @@ from bridge.config.settings import Settings
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.metrics import Metrics
 from bridge.pipeline.mqtt import Inbound
+from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Sink
 from bridge.pipeline.queue import JobTraits
-from bridge.pipeline.runner import Outcome, RuleStats
+from bridge.pipeline.runner import RuleStats
 from bridge.pipeline.topics import Topics
 from handlers.base import Answer, PromptInput
 
@@ -91,9 +93,6 @@ class Core(Protocol):
     async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
         """Ask the backend to load `model` ahead of a job; raises BackendError."""
 
-    def deliver(self, topic: str, payload: bytes) -> None:
-        """Handle a message as if it had come from the broker (QoS 0), e.g. `<base>/<rule>/check`."""
-
     def tap_outbox(self, tap: Callable[[list[OutboxMessage]], None]) -> None:
         """Show `tap` every outbox message once it is committed, in order."""
 
@@ -102,12 +101,29 @@ class Core(Protocol):
 
     async def health(self) -> dict[str, Any]:
         """The broker link and each backend: reachable, loaded models, last error."""
+    @property
+    def backend(self) -> OllamaBackend:
+        """The model server: models, loaded models, pulls."""
 
-    async def models(self) -> list[str]:
-        """The models the backend has pulled."""
+    @property
+    def metrics(self) -> Metrics:
+        """The daemon's Prometheus registry and what it reads."""
 
-    async def ask(self, rule: RuleBase, prompt: PromptInput) -> Outcome:
-        """Run `rule` once on `prompt` against the backend; nothing is journaled or published."""
+    @property
+    def config_path(self) -> Path:
+        """The config.yaml the daemon was started with (for a reload)."""
+
+    def replace_rule(self, rule: RuleBase) -> None:
+        """Swap a rule for a changed one of the same name: the next job runs with it."""
+
+    def set_restart_required(self, paths: list[str]) -> None:
+        """Record what a reload could not apply, and republish bridge/info with it."""
+
+    def blob(self, digest: str) -> bytes:
+        """A picture kept in the journal by its hash; KeyError when it is gone."""
+
+    def put_blob(self, data: bytes) -> str:
+        """Keep bytes in the journal once, by content hash; returns the hash."""
 
 
 class Extension:

@@ -13,7 +13,8 @@ from bridge.config.settings import LimitsSettings
 from bridge.extension import Core
 from bridge.pipeline.images import ImageSpec
 from bridge.pipeline.intake import Submission
-from bridge.pipeline.runner import image_spec
+from bridge.pipeline.journal import OutboxMessage
+from bridge.pipeline.runner import ask_model, image_spec
 from bridge.pipeline.topics import Topics
 from bridge.web.api import api_router
 from bridge.web.console import Console
@@ -21,7 +22,7 @@ from bridge.web.events import EventHub
 from bridge.web.pages import pages_router
 from bridge.web.queries import JournalView
 from bridge.web.thumbs import ThumbCache
-from handlers import PromptInput
+from handlers import PromptInput, handler_for
 
 HERE = Path(__file__).parent
 
@@ -46,10 +47,10 @@ class CoreView:
         return await self._core.health()
 
     async def models(self) -> list[str]:
-        return await self._core.models()
+        return sorted(await self._core.backend.models())
 
     async def ask(self, rule: RuleBase, prompt: PromptInput) -> dict[str, Any]:
-        outcome = await self._core.ask(rule, prompt)
+        outcome = await ask_model(self._core.backend, handler_for(rule), rule, prompt)
         replies = outcome.replies
         return {
             **outcome.answer.fields,
@@ -68,11 +69,12 @@ class CoreView:
         }
 
     def check(self, rule: str) -> None:
-        # The same message an MQTT user sends; the cameras feature listens for it.
-        self._core.deliver(self.topics.check(rule), b"")
+        # The message an MQTT user sends (through the outbox, as the control requests do); the
+        # cameras feature takes it from the broker.
+        self._core.publish([OutboxMessage(self.topics.check(rule), b"", qos=1)])
 
     def set_paused(self, rule: str, paused: bool) -> None:
-        self._core.deliver(self.topics.paused_set(rule), b"ON" if paused else b"OFF")
+        self._core.publish([OutboxMessage(self.topics.paused_set(rule), b"ON" if paused else b"OFF", qos=1)])
 
     def paused(self, rule: str) -> bool | None:
         found = self.rules.get(rule)

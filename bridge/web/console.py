@@ -44,10 +44,10 @@ class ConsoleCore(Protocol):
         """Run `rule` once on `prompt` against the backend; nothing is journaled or published."""
 
     def check(self, rule: str) -> None:
-        """Take a snapshot for `rule` now (as `<base>/<rule>/check` does)."""
+        """Ask for a snapshot for `rule` now (publishes `<base>/<rule>/check`)."""
 
     def set_paused(self, rule: str, paused: bool) -> None:
-        """Pause or resume the rule's schedule (as `<base>/<rule>/paused/set` does)."""
+        """Pause or resume the rule's schedule (publishes `<base>/<rule>/paused/set`)."""
 
     def paused(self, rule: str) -> bool | None:
         """Whether the rule's schedule is paused; None without a schedule."""
