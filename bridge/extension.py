@@ -94,13 +94,14 @@ class Core(Protocol):
         """Ask the backend to load `model` ahead of a job; raises BackendError."""
 
     def tap_outbox(self, tap: Callable[[list[OutboxMessage]], None]) -> None:
-        """Show `tap` every outbox message once it is committed, in order."""
+        """Show `tap` every outbox message once it is committed, in order (the web's live view)."""
+
+    def broker_connected(self) -> bool:
+        """Whether the broker link is up now."""
 
     def stats_payload(self) -> dict[str, Any]:
         """What llm2mqtt/bridge/stats says: queue depth, running jobs, per-rule counters."""
 
-    async def health(self) -> dict[str, Any]:
-        """The broker link and each backend: reachable, loaded models, last error."""
     @property
     def backend(self) -> OllamaBackend:
         """The model server: models, loaded models, pulls."""

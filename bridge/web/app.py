@@ -44,7 +44,8 @@ class CoreView:
         return self._core.stats_payload()
 
     async def health(self) -> dict[str, Any]:
-        return await self._core.health()
+        backend = await self._core.backend.health()
+        return {"broker": {"connected": self._core.broker_connected()}, "backends": [backend]}
 
     async def models(self) -> list[str]:
         return sorted(await self._core.backend.models())
