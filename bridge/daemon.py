@@ -395,4 +395,3 @@ class Bridge:
             "restart_required": self.restart_required,
         }
         return json.dumps(info, ensure_ascii=False).encode()
-

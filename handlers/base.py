@@ -14,6 +14,7 @@ from bridge.errors import AnswerError
 
 R = TypeVar("R", bound=RuleBase)
 
+
 def input_fence() -> str:
     """A fence line no note can guess: drawn afresh for every prompt."""
     return f"-----input-{secrets.token_hex(8)}-----"

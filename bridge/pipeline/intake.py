@@ -270,4 +270,3 @@ class Intake:
         )
         self._journal.add_job(job)
         self._outbox.add(failure_messages(self._topics, sub.rule, job_id, error, summary, now, job=job))
-
