@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import images_bench, schedule_bench, spine, sqs_bench, todo_bench
+from bench import images_bench, outage_bench, schedule_bench, spine, sqs_bench, todo_bench
 from bench.common import env_note
 
 
@@ -23,6 +23,7 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "schedule": schedule_bench.schedule,
     "sqs": lambda quick: sqs_bench.bench_sqs(jobs=60 if quick else 300),
     "todo": todo_bench.bench_todo,
+    "outage": lambda quick: outage_bench.outage(down=20 if quick else 60),
 }
 
 

@@ -14,6 +14,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import __version__
+from bridge.backend_pool import build_pool
 from bridge.config import Config
 from bridge.errors import ConfigError, Llm2MqttError
 from bridge.images import ImageError, prepare_image
@@ -176,11 +177,11 @@ def _try(config: Config, args: argparse.Namespace) -> int:
     prompt = PromptInput(text=args.text, image=image.data if image else None)
 
     async def once() -> dict[str, Any]:
-        backend = OllamaBackend(config.settings.ollama)
+        pool = build_pool(config.settings)
         try:
-            outcome = await ask_model(backend, handler_for(rule), rule, prompt)
+            outcome = await ask_model(pool, handler_for(rule), rule, prompt, backends=pool.names)
         finally:
-            await backend.close()
+            await pool.close()
         last = outcome.replies[-1]
         return {
             "rule": rule.name,

@@ -7,13 +7,12 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
 from bridge import __version__
+from bridge.backend_pool import BackendPool, build_pool, without_userinfo
 from bridge.config import Config
-from bridge.errors import BackendError
 from bridge.extensions import Extension, build_extensions
 from bridge.intake import Intake, Submission
 from bridge.journal import Journal
@@ -21,6 +20,7 @@ from bridge.mqtt import Inbound, MqttLink
 from bridge.ollama_backend import OllamaBackend
 from bridge.outbox import Outbox
 from bridge.queue import JobQueue, QueueClosed
+from bridge.results import iso
 from bridge.topics import Topics
 from bridge.worker import Runner
 
@@ -50,6 +50,7 @@ class Bridge:
         self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
         self._last_stats = b""
         self._last_models = b""
+        self._last_health = b""
         self._models_calls = -1
         self._models_at = 0.0
         self.extensions: list[Extension] = []
@@ -58,7 +59,8 @@ class Bridge:
         self.outbox: Outbox
         self.intake: Intake
         self.runner: Runner
-        self.backend: OllamaBackend
+        self.pool: BackendPool
+        self.backend: OllamaBackend  # the first Ollama backend: schedules preload models on it
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler on the loop)."""
@@ -80,10 +82,13 @@ class Bridge:
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
         )
-        self.backend = OllamaBackend(self.settings.ollama)
+        self.pool = build_pool(self.settings, clock=self._clock, on_change=self._health_changed)
+        self.backend = next(
+            m.server for m in self.pool.members.values() if isinstance(m.server, OllamaBackend)
+        )
         self.runner = Runner(
             self.journal,
-            self.backend,
+            self.pool,
             self.outbox,
             self.queue,
             self.rules,
@@ -104,17 +109,16 @@ class Bridge:
         self.link.subscribe(self.topics.run_filter, 1)
         self._accepting = True
         self.link.start()
-        workers = [
-            asyncio.create_task(self._work(), name=f"worker-{i}")
-            for i in range(self.settings.ollama.parallel)
-        ]
+        self.pool.start()
+        # One worker per slot: together they can fill every backend's `parallel`.
+        slots = sum(member.parallel for member in self.pool.members.values())
+        workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(slots)]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
         log.info(
-            "llm2mqtt %s running: %d rule(s), Ollama at %s (parallel %d)",
+            "llm2mqtt %s running: %d rule(s); %s",
             __version__,
             len(self.rules),
-            self.backend.url,
-            self.settings.ollama.parallel,
+            "; ".join(f"{m.label} (parallel {m.parallel})" for m in self.pool.members.values()),
         )
         try:
             await self._stop.wait()
@@ -129,6 +133,8 @@ class Bridge:
 
     async def _work(self) -> None:
         while True:
+            # While no backend answers, jobs stay in the queue: none is started only to be held.
+            await self.pool.wait_usable()
             try:
                 job_id = await self.queue.get()
             except QueueClosed:
@@ -145,6 +151,7 @@ class Bridge:
                     log.info("pruned %d finished job(s) past retention", removed)
             self._publish_stats()
             await self._publish_models()
+            self._publish_health()
             await asyncio.sleep(self.settings.stats_interval)
 
     def stats_payload(self) -> dict[str, Any]:
@@ -152,7 +159,7 @@ class Bridge:
         rules = {name: stats.as_dict() for name, stats in self.runner.stats.items()}
         latest = [s.last_model_ms for s in self.runner.stats.values() if s.last_model_ms is not None]
         return {
-            "queue_depth": len(self.queue),
+            "queue_depth": len(self.queue) + self.pool.held,  # held jobs wait for a backend
             "running": len(self.runner.running),
             "jobs_failed": sum(s.failed for s in self.runner.stats.values()) + self.intake.counts["rejected"],
             "jobs_done": sum(s.done for s in self.runner.stats.values()),
@@ -162,20 +169,39 @@ class Bridge:
         }
 
     async def _publish_models(self) -> None:
-        """bridge/models: what Ollama has loaded, after model calls and once a minute."""
-        calls = self.backend.calls
+        """bridge/models: what the backends have loaded, after model calls and once a minute."""
+        calls = sum(health.calls for health in self.pool.health.values())
         if calls == self._models_calls and time.monotonic() - self._models_at < MODELS_EVERY:
             return
         self._models_calls, self._models_at = calls, time.monotonic()
-        try:
-            loaded = await self.backend.loaded()
-        except BackendError as exc:
-            log.debug("cannot list the loaded models: %s", exc)
-            return
-        payload = json.dumps(sorted(loaded)).encode()
+        await self.pool.refresh()  # a backend that left while idle is noticed here too
+        payload = json.dumps(self.pool.loaded_models()).encode()
         if payload != self._last_models and self.link.connected:
             self.link.publish(self.topics.models, payload, qos=1, retain=True)
             self._last_models = payload
+
+    def health_payload(self) -> dict[str, Any]:
+        """bridge/health: the broker link and each backend."""
+        link = self.link
+        return {
+            "broker": {
+                "url": self.settings.mqtt.safe_url(),
+                "connected": link.connected,
+                "since": iso(link.since) if link.since is not None else None,
+            },
+            "backends": self.pool.payload(),
+            "held": self.pool.held,
+        }
+
+    def _health_changed(self) -> None:
+        # Reachability changed: say so now, not at the next housekeeping round.
+        asyncio.get_running_loop().call_soon(self._publish_health)
+
+    def _publish_health(self) -> None:
+        payload = json.dumps(self.health_payload(), sort_keys=True).encode()
+        if payload != self._last_health and self.link.connected:
+            self.link.publish(self.topics.health, payload, qos=1, retain=True)
+            self._last_health = payload
 
     def _publish_stats(self) -> None:
         payload = json.dumps(self.stats_payload(), sort_keys=True).encode()
@@ -188,6 +214,7 @@ class Bridge:
         log.info("stopping: no new input; letting running jobs finish")
         self._accepting = False
         self.queue.close()
+        self.pool.closing()  # jobs waiting for a slot go back to the journal
         housekeeping.cancel()
         grace = self.settings.shutdown_grace
         _, pending = await asyncio.wait(workers, timeout=grace) if workers else (set(), set())
@@ -210,7 +237,7 @@ class Bridge:
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
         self.link.stop()
-        await self.backend.close()
+        await self.pool.close()
         self.journal.close()
         log.info("stopped")
 
@@ -224,6 +251,8 @@ class Bridge:
     # -- events from the link (on the loop) --------------------------------------------
 
     def _on_connected(self) -> None:
+        self._last_health = b""  # the broker may have lost the retained copy
+        self._publish_health()
         self.outbox.on_connected()
         for extension in self.extensions:
             extension.on_connected()
@@ -291,7 +320,7 @@ class Bridge:
             "version": __version__,
             "base_topic": self.topics.base,
             "ollama": {
-                "url": _without_userinfo(self.settings.ollama.url),
+                "url": without_userinfo(self.settings.ollama.url),
                 "parallel": self.settings.ollama.parallel,
             },
             "rules": [
@@ -306,9 +335,3 @@ class Bridge:
             "models": sorted({rule.model for rule in self.rules.values()}),
         }
         return json.dumps(info, ensure_ascii=False).encode()
-
-
-def _without_userinfo(url: str) -> str:
-    """A URL as it may be shown: any user:password@ part removed."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

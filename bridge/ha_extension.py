@@ -58,7 +58,7 @@ class HomeAssistantExtension(Extension):
     async def start(self, bridge: "Bridge") -> None:
         self._bridge = bridge
         node = Node(bridge.topics.base, self.settings.discovery_prefix, __version__)
-        self._configs = discovery(node, bridge.rules.values())
+        self._configs = discovery(node, bridge.rules.values(), bridge.pool.names)
         self._folder = bridge.config.data_dir / "homeassistant"
         await asyncio.to_thread(self._load)
         bridge.route(self.settings.status_topic, self._on_status)

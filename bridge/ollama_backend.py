@@ -16,7 +16,7 @@ import httpx
 import ollama
 
 from bridge.config import OllamaSettings
-from bridge.errors import BackendError, BackendUnavailable, ModelNotFound
+from bridge.errors import BackendDown, BackendError, BackendUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class OllamaBackend:
             try:
                 return await call()
             except BackendUnavailable as exc:
+                # Nobody there (BackendDown): the pool probes and holds; asking again here
+                # would only keep a slot.
                 if attempt == self.settings.retries or not exc.retry_now:
                     raise
                 log.warning("%s; retrying in %.1fs", exc, delay)
@@ -130,10 +132,7 @@ class OllamaBackend:
             raise self._translate(exc, model) from None
         except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
             # The client wraps a refused connection in ConnectionError, except when streaming.
-            raise BackendUnavailable(
-                f"cannot reach Ollama at {self.url}: check that it is running and accessible "
-                "from this machine (ollama.url in config.yaml, or LLM2MQTT_OLLAMA_URL)"
-            ) from None
+            raise self._unreachable() from None
         except httpx.TransportError as exc:
             raise BackendUnavailable(
                 f"the connection to Ollama at {self.url} broke off mid-answer ({type(exc).__name__})"
@@ -152,13 +151,22 @@ class OllamaBackend:
             wall_ms=(time.perf_counter() - started) * 1000,
         )
 
+    def _unreachable(self) -> BackendDown:
+        return BackendDown(
+            f"cannot reach Ollama at {self.url}: check that it is running and accessible "
+            "from this machine (ollama.url in config.yaml, or LLM2MQTT_OLLAMA_URL)"
+        )
+
     def _translate(self, exc: ollama.ResponseError, model: str) -> BackendError:
         if exc.status_code == 404:
             return ModelNotFound(
                 f"model '{model}' not found on Ollama at {self.url}: run `ollama pull {model}`"
             )
+        if exc.status_code in (502, 504):
+            # A proxy in front of Ollama answers, Ollama behind it does not.
+            return BackendDown(f"Ollama at {self.url} is not there: HTTP {exc.status_code} from a proxy")
         if exc.status_code == 503:
-            return BackendUnavailable(f"Ollama at {self.url} is busy: {exc.error}")
+            return BackendUnavailable(f"Ollama at {self.url} is busy: {exc.error}", job_fault=False)
         if exc.status_code == -1 or exc.status_code >= 500:
             return BackendUnavailable(f"Ollama failed while answering: {exc.error}")
         return BackendError(f"Ollama refused the request ({exc.status_code}): {exc.error}")
@@ -167,8 +175,8 @@ class OllamaBackend:
         """Names of the pulled models (`/api/tags`)."""
         try:
             listing = await self._client.list()
-        except ConnectionError:
-            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        except (ConnectionError, httpx.TransportError):
+            raise self._unreachable() from None
         except ollama.ResponseError as exc:
             raise self._translate(exc, "") from None
         return [m.model for m in listing.models if m.model]
@@ -176,10 +184,22 @@ class OllamaBackend:
     async def loaded(self) -> list[str]:
         """Names of the models in memory now (`/api/ps`)."""
         try:
-            running = await self._client.ps()
-        except ConnectionError:
-            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+            async with asyncio.timeout(self.settings.connect_timeout * 2):
+                running = await self._client.ps()
+        except (ConnectionError, httpx.TransportError, TimeoutError):
+            raise self._unreachable() from None
+        except ollama.ResponseError as exc:
+            raise self._translate(exc, "") from None
         return [m.model for m in running.models if m.model]
+
+    async def probe(self) -> list[str]:
+        """The loaded models; BackendDown when no working Ollama answers (any error status)."""
+        try:
+            return await self.loaded()
+        except BackendDown:
+            raise
+        except BackendError as exc:
+            raise BackendDown(str(exc)) from None
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own

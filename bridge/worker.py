@@ -9,13 +9,14 @@ from typing import Any
 
 import httpx
 
+from bridge.backend_pool import BackendPool, NoBackend
 from bridge.config import LimitsSettings, Settings
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
 from bridge.extensions import Extension
 from bridge.fetch import fetch_image
 from bridge.images import ImageError, ImageSpec, PreparedImage, prepare_image
 from bridge.journal import Job, Journal
-from bridge.ollama_backend import LlmReply, OllamaBackend
+from bridge.ollama_backend import LlmReply
 from bridge.outbox import Outbox
 from bridge.queue import JobQueue
 from bridge.results import done_messages, event, failure_messages, input_summary, iso
@@ -66,6 +67,7 @@ class Outcome:
     answer: Answer
     replies: list[LlmReply] = field(default_factory=list)
     image: PreparedImage | None = None
+    backend: str | None = None  # the name of the backend that gave the last answer
 
 
 class Runner:
@@ -74,7 +76,7 @@ class Runner:
     def __init__(
         self,
         journal: Journal,
-        backend: OllamaBackend,
+        pool: BackendPool,
         outbox: Outbox,
         queue: JobQueue,
         rules: Mapping[str, RuleBase],
@@ -85,7 +87,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._journal = journal
-        self._backend = backend
+        self._pool = pool
         self._outbox = outbox
         self._rules = rules
         self._queue = queue
@@ -120,8 +122,13 @@ class Runner:
             raise
         except _Skipped as skip:
             self._skip(job, skip.reason)
+        except NoBackend as exc:
+            self._hold(job, exc)
         except BackendUnavailable as exc:
-            self._retry_or_give_up(job, str(exc))
+            if exc.job_fault:
+                self._retry_or_give_up(job, str(exc))
+            else:
+                self._retry_later(job, str(exc))
         except (InputError, ImageError, BackendError, AnswerError) as exc:
             self._fail(job, str(exc))
         except Exception as exc:  # a bug must not stop the daemon; the job is reported
@@ -152,7 +159,9 @@ class Runner:
                 raise _Skipped(reason)
         for extension in self.extensions:
             prompt = await extension.prepare(job, rule, prompt)
-        outcome = await ask_model(self._backend, self._handlers[rule.name], rule, prompt, on_reply=count)
+        outcome = await ask_model(
+            self._pool, self._handlers[rule.name], rule, prompt, on_reply=count, backends=self._pool.names
+        )
         outcome.image = image
         for extension in self.extensions:
             outcome.answer = await extension.after_answer(job, rule, prompt, outcome.answer)
@@ -179,6 +188,7 @@ class Runner:
             "source": job.source,
             **outcome.answer.fields,
             "model": replies[-1].model,
+            "backend": outcome.backend,
             "timings": {
                 "queued": round((started - job.created) * 1000, 1),
                 "llm": round(sum(r.wall_ms for r in replies), 1),
@@ -214,6 +224,23 @@ class Runner:
         self._journal.finish(job.id, "skipped", error=reason, messages=messages)
         self._outbox.notify()
 
+    def _hold(self, job: Job, waiting: NoBackend) -> None:
+        """Every backend of the job is away: back to the journal as it was, until one returns."""
+        log.debug("%s: job %s held: %s", job.rule, job.id, waiting)
+        self._journal.requeue(job.id, not_before=0, error=job.error, refund=True)
+        self._pool.hold(waiting.names, lambda: self._journal.after_commit(lambda: self._requeued(job, 0)))
+
+    def _retry_later(self, job: Job, error: str) -> None:
+        """A fault of the server, not of the job (busy): again after a pause, attempt refunded."""
+        now = self._clock()
+        delay = self._settings.journal.retry_delay
+        log.info("%s: job %s: %s; again in %.0fs (no attempt spent)", job.rule, job.id, error, delay)
+        self._journal.requeue(job.id, not_before=now + delay, error=error, refund=True)
+        self._journal.after_commit(lambda: self._requeued(job, now + delay))
+
+    def _requeued(self, job: Job, not_before: float) -> None:
+        self._queue.push(job.id, priority=job.priority, created=job.created, not_before=not_before)
+
     def _retry_or_give_up(self, job: Job, error: str) -> None:
         attempts, limit = job.attempts, self._settings.journal.max_attempts
         if attempts >= limit:
@@ -226,11 +253,7 @@ class Runner:
         self._outbox.add(
             failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, retry_in=delay)
         )
-        self._journal.after_commit(
-            lambda: self._queue.push(
-                job.id, priority=job.priority, created=job.created, not_before=now + delay
-            )
-        )
+        self._journal.after_commit(lambda: self._requeued(job, now + delay))
 
     def _fail(self, job: Job, error: str, *, state: str = "failed") -> None:
         now = self._clock()
@@ -255,11 +278,12 @@ def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:
 
 
 async def ask_model(
-    backend: OllamaBackend,
+    pool: BackendPool,
     handler: Handler[Any],
     rule: RuleBase,
     prompt: PromptInput,
     *,
+    backends: Sequence[str],
     on_reply: Callable[[LlmReply], None] | None = None,
 ) -> Outcome:
     """Ask the rule's question; an answer that does not fit is asked again once, more strictly."""
@@ -269,8 +293,9 @@ async def ask_model(
     outcome = Outcome(answer=Answer({}, None))
     correction: str | None = None
     for attempt in (1, 2):
-        reply = await backend.chat(
-            model=rule.model,
+        outcome.backend, reply = await pool.chat(
+            backends,
+            lambda _name: rule.model,
             messages=handler.messages(prompt, correction=correction),
             schema=handler.schema(),
             options=rule.options,
