@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from bridge.config import Settings
+from bridge.config import OpenAIBackendSettings, Settings
 from bridge.errors import BackendDown, BackendUnavailable
 from bridge.ollama_backend import LlmReply, OllamaBackend, has_model
 from bridge.results import iso
@@ -56,6 +56,10 @@ class ModelServer(Protocol):
 
     async def probe(self) -> list[str]:
         """The models loaded now; raises BackendDown when nothing usable answers."""
+        ...
+
+    async def models(self) -> list[str]:
+        """The models the server has (pulled, or offered)."""
         ...
 
     async def close(self) -> None:
@@ -359,7 +363,17 @@ def without_userinfo(url: str) -> str:
 
 
 def build_pool(settings: Settings, **options: Any) -> BackendPool:
-    """The pool of the configured backends (the `ollama:` section is the backend `ollama`)."""
-    ollama = settings.ollama
-    member = Member("ollama", OllamaBackend(ollama), kind="ollama", parallel=ollama.parallel, local=True)
-    return BackendPool([member], **options)
+    """The pool of the configured backends, in config order (`ollama:` is the backend `ollama`)."""
+    members = []
+    for name, backend in settings.backend_settings().items():
+        server: ModelServer
+        if isinstance(backend, OpenAIBackendSettings):
+            from bridge.openai_backend import OpenAIBackend  # the openai package loads only when used
+
+            server = OpenAIBackend(backend)
+        else:
+            server = OllamaBackend(backend)
+        members.append(
+            Member(name, server, kind=backend.type, parallel=backend.parallel, local=backend.local)
+        )
+    return BackendPool(members, **options)

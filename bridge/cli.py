@@ -15,11 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import __version__
 from bridge.backend_pool import build_pool
-from bridge.config import Config
+from bridge.config import Config, leaves_the_house, rule_backends
 from bridge.errors import ConfigError, Llm2MqttError
 from bridge.images import ImageError, prepare_image
 from bridge.loader import ENV_CONFIG, json_schema, load_config
-from bridge.ollama_backend import OllamaBackend, has_model
+from bridge.ollama_backend import has_model
 from bridge.worker import ask_model, image_spec
 from handlers import PromptInput, handler_for
 
@@ -100,6 +100,12 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _check(config: Config, args: argparse.Namespace) -> int:
     rules = config.rules
     print(f"{config.path}: valid; {len(rules)} rule(s): {', '.join(r.name for r in rules) or 'none'}")
+    backends = config.settings.backend_settings()
+    for rule in rules:
+        remote, images = leaves_the_house(rule, backends)
+        if remote:
+            what = "text and images" if images else "text only (images stay home)"
+            print(f"{rule.name}: may leave the house: {what} to {', '.join(remote)}")
     if not args.live:
         return 0
     problems = _check_broker(config) + asyncio.run(_check_ollama(config))
@@ -142,20 +148,29 @@ def _check_broker(config: Config) -> list[str]:
 
 
 async def _check_ollama(config: Config) -> list[str]:
-    backend = OllamaBackend(config.settings.ollama)
+    problems: list[str] = []
+    backends = config.settings.backend_settings()
+    pool = build_pool(config.settings)
     try:
-        pulled = await backend.models()
-    except Llm2MqttError as exc:
-        return [str(exc)]
+        for name, member in pool.members.items():
+            try:
+                offered = await member.server.models()
+            except Llm2MqttError as exc:
+                problems.append(str(exc))
+                continue
+            print(f"{member.label}: {len(offered)} model(s)")
+            for rule in config.rules:
+                model = rule.model_for(name)
+                if name in rule_backends(rule, backends, image=False) and not has_model(offered, model):
+                    where = config.rule_files.get(rule.name, "?")
+                    if member.kind == "ollama":
+                        problem = f"'{model}' is not pulled; run `ollama pull {model}` (backend {name!r})"
+                    else:
+                        problem = f"'{model}' is not offered by backend {name!r} ({member.server.url})"
+                    problems.append(f"{where}: model: {problem}")
     finally:
-        await backend.close()
-    print(f"Ollama at {backend.url}: {len(pulled)} model(s) pulled")
-    return [
-        f"{config.rule_files.get(rule.name, '?')}: model: '{rule.model}' is not pulled; "
-        f"run `ollama pull {rule.model}`"
-        for rule in config.rules
-        if not has_model(pulled, rule.model)
-    ]
+        await pool.close()
+    return problems
 
 
 def _try(config: Config, args: argparse.Namespace) -> int:
@@ -179,7 +194,8 @@ def _try(config: Config, args: argparse.Namespace) -> int:
     async def once() -> dict[str, Any]:
         pool = build_pool(config.settings)
         try:
-            outcome = await ask_model(pool, handler_for(rule), rule, prompt, backends=pool.names)
+            backends = rule_backends(rule, config.settings.backend_settings(), image=prompt.image is not None)
+            outcome = await ask_model(pool, handler_for(rule), rule, prompt, backends=backends)
         finally:
             await pool.close()
         last = outcome.replies[-1]

@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from bridge import homeassistant
-from bridge.config import Config, Settings
+from bridge.config import Config, Settings, backend_problems
 from bridge.errors import ConfigError
 from bridge.rules import RuleBase
 from handlers import HANDLERS
@@ -104,6 +104,7 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
     """Checks that need more than one file: unique names, no rule consuming bridge output."""
     problems = []
     seen: dict[str, Path] = {}
+    backends = settings.backend_settings()
     for rule, where in found:
         if rule.name in seen:
             problems.append(
@@ -119,6 +120,7 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
                     f"topics under {base}/ (use {base}/{rule.name}/run to send jobs there)"
                 )
         problems.extend(f"{where}: {problem}" for problem in homeassistant.rule_problems(rule))
+        problems.extend(f"{where}: {problem}" for problem in backend_problems(rule, backends))
     problems.extend(homeassistant.slug_problems((rule.name, str(where)) for rule, where in found))
     return problems
 

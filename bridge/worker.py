@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from bridge.backend_pool import BackendPool, NoBackend
-from bridge.config import LimitsSettings, Settings
+from bridge.config import LimitsSettings, Settings, rule_backends
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
 from bridge.extensions import Extension
 from bridge.fetch import fetch_image
@@ -88,6 +88,7 @@ class Runner:
     ) -> None:
         self._journal = journal
         self._pool = pool
+        self._backends = settings.backend_settings()
         self._outbox = outbox
         self._rules = rules
         self._queue = queue
@@ -159,8 +160,9 @@ class Runner:
                 raise _Skipped(reason)
         for extension in self.extensions:
             prompt = await extension.prepare(job, rule, prompt)
+        backends = rule_backends(rule, self._backends, image=prompt.image is not None)
         outcome = await ask_model(
-            self._pool, self._handlers[rule.name], rule, prompt, on_reply=count, backends=self._pool.names
+            self._pool, self._handlers[rule.name], rule, prompt, on_reply=count, backends=backends
         )
         outcome.image = image
         for extension in self.extensions:
@@ -293,9 +295,14 @@ async def ask_model(
     outcome = Outcome(answer=Answer({}, None))
     correction: str | None = None
     for attempt in (1, 2):
+        if not backends:
+            raise InputError(
+                "no backend may take this job: it has an image and the rule's backends are all "
+                "remote (allow_remote: true in the rule lets images leave the house)"
+            )
         outcome.backend, reply = await pool.chat(
             backends,
-            lambda _name: rule.model,
+            rule.model_for,
             messages=handler.messages(prompt, correction=correction),
             schema=handler.schema(),
             options=rule.options,
