@@ -668,6 +668,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             load_ns = sd._use_model(key, keep)
             sd._sleep(float(arg) if kind == "hang" else 0.0)
+            if sd._stopping.is_set():  # stopped while stalled: a killed server sends nothing more
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             try:
                 content = str(arg) if kind == "reply" else (sd.responder or default_reply)(req)
             except Exception as exc:  # a broken test responder becomes a 500, not a dead thread

@@ -91,3 +91,63 @@ def test_a_fault_while_the_server_still_answers_is_the_jobs(standins: list[Ollam
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_the_backend_with_the_model_loaded_is_preferred(standins: list[OllamaStandin]) -> None:
+    first, second = standins
+
+    async def scenario() -> list[str]:
+        pool = BackendPool([member("mini", first), member("pc", second)])
+        second_alone = BackendPool([member("pc", second)])
+        await second_alone.chat(["pc"], lambda _: MODEL, **ASK)  # loads the model on pc only
+        await second_alone.close()
+        pool.start()
+        await until(lambda: pool.usable(["mini"]) and pool.health["pc"].loaded == [MODEL])
+        chosen = [(await pool.chat(["mini", "pc"], lambda _: MODEL, **ASK))[0] for _ in range(3)]
+        other = await pool.chat(["mini", "pc"], lambda _: "llama3.2:3b", **ASK)  # loaded nowhere
+        await pool.close()
+        return [*chosen, other[0]]
+
+    assert asyncio.run(scenario()) == ["pc", "pc", "pc", "mini"]
+
+
+def test_parallel_per_backend_is_never_exceeded(standins: list[OllamaStandin]) -> None:
+    for standin in standins:
+        standin.latency = 0.2
+
+    async def scenario() -> dict[str, int]:
+        pool = BackendPool([member("mini", standins[0], parallel=2), member("pc", standins[1], parallel=2)])
+        replies = await asyncio.gather(
+            *(pool.chat(["mini", "pc"], lambda _: MODEL, **ASK) for _ in range(20))
+        )
+        await pool.close()
+        used: dict[str, int] = {}
+        for name, _ in replies:
+            used[name] = used.get(name, 0) + 1
+        return used
+
+    used = asyncio.run(scenario())
+    assert sum(used.values()) == 20
+    assert min(used.values()) >= 5  # both worked
+    # The stand-ins allow 8 at once and count before their own limit: only the pool held back.
+    assert [s.peak_concurrency for s in standins] == [2, 2]
+
+
+def test_a_backend_that_dies_mid_request_hands_it_to_the_next(standins: list[OllamaStandin]) -> None:
+    first, second = standins
+    first.hang_next(30)
+
+    async def scenario() -> str:
+        pool = BackendPool([member("mini", first), member("pc", second)])
+        pool.start()
+        await until(lambda: pool.health["mini"].reachable is True and pool.health["pc"].reachable is True)
+        asking = asyncio.create_task(pool.chat(["mini", "pc"], lambda _: MODEL, **ASK))
+        await until(lambda: first.in_flight == 1)
+        first.stop()
+        name, reply = await asking
+        assert reply.content == "echo: hello"
+        assert pool.health["mini"].reachable is False
+        await pool.close()
+        return name
+
+    assert asyncio.run(scenario()) == "pc"
