@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import images_bench, outage_bench, schedule_bench, spine, sqs_bench, todo_bench
+from bench import backends_bench, images_bench, outage_bench, schedule_bench, spine, sqs_bench, todo_bench
 from bench.common import env_note
 
 
@@ -24,6 +24,8 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "sqs": lambda quick: sqs_bench.bench_sqs(jobs=60 if quick else 300),
     "todo": todo_bench.bench_todo,
     "outage": lambda quick: outage_bench.outage(down=20 if quick else 60),
+    "two_hosts": lambda quick: backends_bench.two_hosts(jobs=80 if quick else 200),
+    "shared_group": lambda quick: backends_bench.shared_group(jobs=500 if quick else 2000),
 }
 
 

@@ -14,13 +14,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import __version__
-from bridge.backend_pool import build_pool
-from bridge.config import Config, leaves_the_house, rule_backends
+from bridge.config.loader import ENV_CONFIG, json_schema, load_config
+from bridge.config.settings import Config, leaves_the_house, rule_backends
 from bridge.errors import ConfigError, Llm2MqttError
-from bridge.images import ImageError, prepare_image
-from bridge.loader import ENV_CONFIG, json_schema, load_config
-from bridge.ollama_backend import has_model
-from bridge.worker import ask_model, image_spec
+from bridge.pipeline.backend_pool import build_pool
+from bridge.pipeline.images import ImageError, prepare_image
+from bridge.pipeline.ollama_backend import has_model
+from bridge.pipeline.runner import ask_model, image_spec
 from handlers import PromptInput, handler_for
 
 EXIT_INVALID = 2
