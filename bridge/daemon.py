@@ -16,20 +16,19 @@ from bridge.config.settings import Config
 from bridge.extension import Extension
 from bridge.features import build_features
 from bridge.pipeline.backend_pool import BackendPool, build_pool, without_userinfo
+from bridge.pipeline.health import HealthReporter
 from bridge.pipeline.intake import Intake, Submission
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
 from bridge.pipeline.mqtt import Inbound, MqttLink
 from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Outbox, Sink
 from bridge.pipeline.queue import JobQueue, JobTraits, QueueClosed
-from bridge.pipeline.results import iso
 from bridge.pipeline.runner import RuleStats, Runner
 from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-MODELS_EVERY = 60.0
 
 
 class Bridge:
@@ -51,10 +50,6 @@ class Bridge:
         self._accepting = False
         self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
         self._last_stats = b""
-        self._last_models = b""
-        self._last_health = b""
-        self._models_calls = -1
-        self._models_at = 0.0
         self.extensions: list[Extension] = []
         # Created in run(): they need the running loop.
         self.link: MqttLink
@@ -62,6 +57,7 @@ class Bridge:
         self.intake: Intake
         self.runner: Runner
         self.pool: BackendPool
+        self.health: HealthReporter
         self.backend: OllamaBackend | None  # the first Ollama backend: schedules preload on it
 
     def stop(self) -> None:
@@ -84,7 +80,8 @@ class Bridge:
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
         )
-        self.pool = build_pool(self.settings, clock=self._clock, on_change=self._health_changed)
+        self.pool = build_pool(self.settings, clock=self._clock, on_change=lambda: self.health.changed())
+        self.health = HealthReporter(self.link, self.pool, self.topics, self.settings.mqtt)
         self.backend = next(
             (m.server for m in self.pool.members.values() if isinstance(m.server, OllamaBackend)), None
         )
@@ -152,8 +149,8 @@ class Bridge:
                 if removed:
                     log.info("pruned %d finished job(s) past retention", removed)
             self._publish_stats()
-            await self._publish_models()
-            self._publish_health()
+            await self.health.refresh_models()
+            self.health.publish()
             await asyncio.sleep(self.settings.stats_interval)
 
     def stats_payload(self) -> dict[str, Any]:
@@ -169,41 +166,6 @@ class Bridge:
             "outbox": self.outbox.in_flight,
             "rules": rules,
         }
-
-    async def _publish_models(self) -> None:
-        """bridge/models: what the backends have loaded, after model calls and once a minute."""
-        calls = sum(health.calls for health in self.pool.health.values())
-        if calls == self._models_calls and time.monotonic() - self._models_at < MODELS_EVERY:
-            return
-        self._models_calls, self._models_at = calls, time.monotonic()
-        await self.pool.refresh()  # a backend that left while idle is noticed here too
-        payload = json.dumps(self.pool.loaded_models()).encode()
-        if payload != self._last_models and self.link.connected:
-            self.link.publish(self.topics.models, payload, qos=1, retain=True)
-            self._last_models = payload
-
-    def health_payload(self) -> dict[str, Any]:
-        """bridge/health: the broker link and each backend."""
-        link = self.link
-        return {
-            "broker": {
-                "url": self.settings.mqtt.safe_url(),
-                "connected": link.connected,
-                "since": iso(link.since) if link.since is not None else None,
-            },
-            "backends": self.pool.payload(),
-            "held": self.pool.held,
-        }
-
-    def _health_changed(self) -> None:
-        # Reachability changed: say so now, not at the next housekeeping round.
-        asyncio.get_running_loop().call_soon(self._publish_health)
-
-    def _publish_health(self) -> None:
-        payload = json.dumps(self.health_payload(), sort_keys=True).encode()
-        if payload != self._last_health and self.link.connected:
-            self.link.publish(self.topics.health, payload, qos=1, retain=True)
-            self._last_health = payload
 
     def _publish_stats(self) -> None:
         payload = json.dumps(self.stats_payload(), sort_keys=True).encode()
@@ -253,8 +215,7 @@ class Bridge:
     # -- events from the link (on the loop) --------------------------------------------
 
     def _on_connected(self) -> None:
-        self._last_health = b""  # the broker may have lost the retained copy
-        self._publish_health()
+        self.health.on_connected()
         self.outbox.on_connected()
         for extension in self.extensions:
             extension.on_connected()
@@ -380,6 +341,15 @@ class Bridge:
             "ollama": {
                 "url": without_userinfo(self.settings.ollama.url),
                 "parallel": self.settings.ollama.parallel,
+            },
+            "backends": {
+                name: {
+                    "type": m.kind,
+                    "url": without_userinfo(m.server.url),
+                    "parallel": m.parallel,
+                    "local": m.local,
+                }
+                for name, m in self.pool.members.items()
             },
             "rules": [
                 {
