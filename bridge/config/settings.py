@@ -188,19 +188,21 @@ class Settings(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
-    def _one_ollama(self) -> "Settings":
-        if "ollama" in self.backends and "ollama" in self.model_fields_set:
-            raise ValueError("backends: names 'ollama' while the ollama: section is there too; rename one")
+    def _ollama_or_backends(self) -> "Settings":
+        if self.backends and "ollama" in self.model_fields_set:
+            raise ValueError(
+                "ollama: and backends: are both set: move that server into backends: "
+                "(e.g. `ollama: {type: ollama, url: …}`) and remove the ollama: section "
+                "(and LLM2MQTT_OLLAMA_URL)"
+            )
         return self
 
     def backend_settings(self) -> dict[str, OllamaBackendSettings | OpenAIBackendSettings]:
-        """Every backend in order of preference: the `ollama:` section (when given, or when
-        there is no `backends:`) comes first, as the backend named `ollama`."""
-        found: dict[str, OllamaBackendSettings | OpenAIBackendSettings] = {}
-        if "ollama" in self.model_fields_set or not self.backends:
-            found["ollama"] = OllamaBackendSettings(type="ollama", **self.ollama.model_dump())
-        found.update(self.backends)
-        return found
+        """Every backend in order of preference; without `backends:`, the `ollama:` section is
+        the one backend, named `ollama`."""
+        if self.backends:
+            return dict(self.backends)
+        return {"ollama": OllamaBackendSettings(type="ollama", **self.ollama.model_dump())}
 
 
 @dataclass(frozen=True)

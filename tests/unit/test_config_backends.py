@@ -60,8 +60,9 @@ def test_backends_in_order_with_their_defaults(tmp_path: Path) -> None:
 def test_the_ollama_section_is_the_backend_named_ollama(tmp_path: Path) -> None:
     plain = load_config(_write(tmp_path / "a", "ollama: {url: http://mini.lan:11434}\n", note=NOTE), {})
     assert list(plain.settings.backend_settings()) == ["ollama"]
-    both = load_config(_write(tmp_path / "b", "ollama: {url: http://x:1}\n" + BACKENDS, note=NOTE), {})
-    assert list(both.settings.backend_settings()) == ["ollama", "mini", "pc", "cloud"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path / "b", "ollama: {url: http://x:1}\n" + BACKENDS, note=NOTE), {})
+    assert "ollama: and backends: are both set" in "\n".join(caught.value.problems)
 
 
 def test_unknown_backends_and_clashing_names_are_errors(tmp_path: Path) -> None:
@@ -71,10 +72,6 @@ def test_unknown_backends_and_clashing_names_are_errors(tmp_path: Path) -> None:
     text = "\n".join(caught.value.problems)
     assert "backend: 'gpu' is not a configured backend (mini, pc, cloud)" in text
     assert "model: 'nas' is not a configured backend" in text
-    clash = "ollama: {url: http://x:1}\nbackends:\n  ollama: {type: ollama, url: http://y:1}\n"
-    with pytest.raises(ConfigError) as caught:
-        load_config(_write(tmp_path / "b", clash, note=NOTE), {})
-    assert "names 'ollama' while the ollama: section is there too" in "\n".join(caught.value.problems)
     remote_only = "backends:\n  cloud: {type: openai, base_url: https://api.example.com/v1}\n"
     with pytest.raises(ConfigError) as caught:
         load_config(_write(tmp_path / "c", remote_only, note=NOTE), {})
