@@ -81,19 +81,7 @@ class OllamaBackend:
                 self.in_flight -= 1
 
     async def _retrying(self, call: Callable[[], Awaitable[LlmReply]]) -> LlmReply:
-        delay = self.settings.retry_backoff
-        for attempt in range(self.settings.retries + 1):
-            try:
-                return await call()
-            except BackendUnavailable as exc:
-                # Nobody there (BackendDown): the pool probes and holds; asking again here
-                # would only keep a slot.
-                if attempt == self.settings.retries or not exc.retry_now:
-                    raise
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        return await retrying(call, self.settings.retries, self.settings.retry_backoff, self._sleep)
 
     async def _chat_once(
         self,
@@ -203,6 +191,28 @@ class OllamaBackend:
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own
+
+
+async def retrying(
+    call: Callable[[], Awaitable[LlmReply]],
+    retries: int,
+    backoff: float,
+    sleep: Callable[[float], Awaitable[None]],
+) -> LlmReply:
+    """`call`, again up to `retries` times on a transient fault worth an immediate retry, the
+    pause doubling from `backoff`. Nobody there (BackendDown) or a timeout is not retried here:
+    the pool probes and holds, or the job runs again later; asking at once would only keep a slot."""
+    delay = backoff
+    for attempt in range(retries + 1):
+        try:
+            return await call()
+        except BackendUnavailable as exc:
+            if attempt == retries or not exc.retry_now:
+                raise
+            log.warning("%s; retrying in %.1fs", exc, delay)
+            await sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 def has_model(pulled: Sequence[str], model: str) -> bool:

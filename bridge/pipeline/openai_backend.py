@@ -18,7 +18,7 @@ import openai
 
 from bridge.config.settings import OpenAIBackendSettings
 from bridge.errors import BackendDown, BackendError, BackendUnavailable, ModelNotFound
-from bridge.pipeline.ollama_backend import LlmReply
+from bridge.pipeline.ollama_backend import LlmReply, retrying
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,14 @@ class OpenAIBackend:
         converted = [_message(m) for m in messages]
         temperature = float((options or {}).get("temperature", 0))
         deadline = deadline or self.settings.timeout
+        s = self.settings
         async with self._slots:
-            delay = self.settings.retry_backoff
-            for attempt in range(self.settings.retries + 1):
-                try:
-                    return await self._once(model, converted, schema, temperature, deadline)
-                except BackendUnavailable as exc:
-                    if attempt == self.settings.retries or not exc.retry_now:
-                        raise
-                    log.warning("%s; retrying in %.1fs", exc, delay)
-                    await self._sleep(delay)
-                    delay *= 2
-        raise AssertionError("unreachable")
+            return await retrying(
+                lambda: self._once(model, converted, schema, temperature, deadline),
+                s.retries,
+                s.retry_backoff,
+                self._sleep,
+            )
 
     async def _once(
         self,

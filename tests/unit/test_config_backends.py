@@ -7,6 +7,7 @@ import pytest
 from bridge.config.loader import load_config
 from bridge.config.settings import leaves_the_house, rule_backends
 from bridge.errors import ConfigError
+from tests.unit.test_config import _write
 
 BACKENDS = """\
 backends:
@@ -27,14 +28,6 @@ handler: describe
 model: qwen2.5:3b
 prompt: Summarise.
 """
-
-
-def _write(folder: Path, config: str, **rules: str) -> Path:
-    (folder / "rules").mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(config)
-    for name, text in rules.items():
-        (folder / "rules" / f"{name}.yaml").write_text(text)
-    return folder / "config.yaml"
 
 
 def test_backends_in_order_with_their_defaults(tmp_path: Path) -> None:
