@@ -71,6 +71,11 @@ class MqttLink:
         self.connected = False
         self.since: float | None = None  # when the link last came up or went down (epoch)
         self._missing_since: float | None = None  # monotonic; set while the broker cannot be reached
+        self._stopping = False
+        if settings.shared_group:
+            # Daemons of one group share bridge/state; one that dies leaves its last will there.
+            # The others answer it with `online` again (QoS 0: nothing to acknowledge).
+            self._subscriptions[topics.state] = 0
         self._reminded = 0.0
         self.v5 = settings.protocol == "5"
         self.client = self._make_client()
@@ -178,6 +183,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline (retained), then disconnect cleanly."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
             try:
@@ -248,6 +254,10 @@ class MqttLink:
             )
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.state and self.settings.shared_group:
+            if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
+                client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
+            return
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

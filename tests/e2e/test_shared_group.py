@@ -49,6 +49,21 @@ def _ran(process: Daemon) -> set[str]:
     return {json.loads(row[0])["id"] for row in rows}
 
 
+def _state_recovers(collector: Collector) -> None:
+    """The killed daemon's last will says offline on the shared bridge/state; the live one
+    answers it with online, so Home Assistant's entities stay available."""
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json()["state"] == "offline")
+    states = collector.on("llm2mqtt/bridge/state")
+    last_offline = max(i for i, m in enumerate(states) if m.json()["state"] == "offline")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        later = collector.on("llm2mqtt/bridge/state")[last_offline + 1 :]
+        if any(m.json()["state"] == "online" for m in later):
+            return
+        time.sleep(0.05)
+    raise AssertionError("bridge/state stayed offline while one daemon of the group was alive")
+
+
 def _run(tmp_path: Path, broker: Mosquitto, ollama: OllamaStandin, *, kill_halfway: bool) -> None:
     collector = Collector(broker.port, ["llm2mqtt/message_topic/result", "llm2mqtt/bridge/state"])
     first = _daemon(tmp_path / "a", broker, ollama, "a")
@@ -62,6 +77,7 @@ def _run(tmp_path: Path, broker: Mosquitto, ollama: OllamaStandin, *, kill_halfw
             collector.publish("llm2mqtt/message_topic/run", json.dumps({"id": f"s{i}", "text": f"note {i}"}))
             if kill_halfway and i == JOBS // 2:
                 second.kill()  # kill -9, mid-stream
+                _state_recovers(collector)
                 second.start()
         wanted = {f"s{i}" for i in range(JOBS)}
         deadline = time.monotonic() + 120
