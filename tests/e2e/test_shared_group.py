@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import TOPIC_RULE
+from tests.support.aws_helpers import moto_server
 from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto
 from tests.support.ollama_standin import OllamaStandin
 
@@ -109,3 +110,52 @@ def test_a_daemon_killed_halfway_loses_no_job(
     tmp_path: Path, broker: Mosquitto, ollama: OllamaStandin
 ) -> None:
     _run(tmp_path, broker, ollama, kill_halfway=True)
+
+
+@pytest.mark.aws
+def test_sqs_and_the_shared_group_together(tmp_path: Path, broker: Mosquitto, ollama: OllamaStandin) -> None:
+    """Two daemons read one SQS queue and share the MQTT inputs: every job once, both work."""
+    count = 100
+    with moto_server() as moto:
+        queue, _ = moto.queue(visibility=10)
+        aws = {
+            "aws": {
+                "endpoint_url": moto.url,
+                "region": "us-east-1",
+                "queue_url": queue,
+                "wait_time": 1,
+                "visibility_timeout": 10,
+                "heartbeat": 2,
+            }
+        }
+        collector = Collector(broker.port, ["llm2mqtt/message_topic/result", "llm2mqtt/bridge/state"])
+        first = _daemon(tmp_path / "a", broker, ollama, "a", **aws)
+        second = _daemon(tmp_path / "b", broker, ollama, "b", homeassistant={"enabled": False}, **aws)
+        try:
+            collector.wait_for("llm2mqtt/bridge/state")
+            time.sleep(2)
+            for i in range(count):
+                moto.send(queue, {"rule": "message_topic", "id": f"q{i}", "text": f"sqs note {i}"})
+                collector.publish(
+                    "llm2mqtt/message_topic/run", json.dumps({"id": f"m{i}", "text": f"note {i}"})
+                )
+            wanted = {f"q{i}" for i in range(count)} | {f"m{i}" for i in range(count)}
+            deadline = time.monotonic() + 90
+            answered: set[str] = set()
+            while answered != wanted and time.monotonic() < deadline:
+                time.sleep(0.2)
+                answered = {m.json()["id"] for m in collector.on("llm2mqtt/message_topic/result")}
+            assert answered == wanted
+            moto.wait_held(queue, 0, timeout=30)  # every SQS message deleted once answered
+            first.stop()
+            second.stop()
+            on_a, on_b = _ran(first), _ran(second)
+            assert not on_a & on_b
+            assert on_a | on_b == wanted
+            assert any(i.startswith("q") for i in on_a)
+            assert any(i.startswith("q") for i in on_b)
+        finally:
+            for process in (first, second):
+                if process.proc is not None:
+                    process.kill()
+            collector.close()
