@@ -203,6 +203,7 @@ def _try(config: Config, args: argparse.Namespace) -> int:
             "rule": rule.name,
             **outcome.answer.fields,
             "model": last.model,
+            "backend": outcome.backend,
             "timings": {
                 "llm": round(sum(r.wall_ms for r in outcome.replies), 1),
                 "load": round(sum(r.load_ms for r in outcome.replies), 1),
