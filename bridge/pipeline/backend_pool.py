@@ -145,13 +145,6 @@ class BackendPool:
         self._held: list[tuple[frozenset[str], Callable[[], None]]] = []
         self._closed = False
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.members)
-
-    def local_names(self) -> list[str]:
-        return [name for name, member in self.members.items() if member.local]
-
     # -- life cycle ------------------------------------------------------------------
 
     def start(self) -> None:
@@ -289,7 +282,7 @@ class BackendPool:
         )
         self._changed()
         self._wake()
-        if name not in self._probers or self._probers[name].done():
+        if not self._closed and (name not in self._probers or self._probers[name].done()):
             self._probers[name] = asyncio.create_task(self._probe_until_up(name, first=PROBE_FIRST))
 
     def _mark_up(self, name: str, loaded: list[str]) -> None:
