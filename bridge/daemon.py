@@ -12,6 +12,8 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from bridge import __version__
+from bridge.config.redact import effective_config
+from bridge.config.rules import RuleBase
 from bridge.config.settings import Config
 from bridge.extension import Extension
 from bridge.features import build_features
@@ -19,6 +21,7 @@ from bridge.pipeline.backend_pool import BackendPool, build_pool, without_userin
 from bridge.pipeline.health import HealthReporter
 from bridge.pipeline.intake import Intake, Submission
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
+from bridge.pipeline.metrics import Metrics, MetricsSource
 from bridge.pipeline.mqtt import Inbound, MqttLink
 from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Outbox, Sink
@@ -51,6 +54,8 @@ class Bridge:
         self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
         self._last_stats = b""
         self.extensions: list[Extension] = []
+        self.config_path = config.path
+        self.restart_required: list[str] = []  # changes on disk that wait for a restart (reload)
         # Created in run(): they need the running loop.
         self.link: MqttLink
         self.outbox: Outbox
@@ -58,7 +63,10 @@ class Bridge:
         self.runner: Runner
         self.pool: BackendPool
         self.health: HealthReporter
-        self.backend: OllamaBackend | None  # the first Ollama backend: schedules preload on it
+        # The first Ollama backend: what backend/models, backend/pull and preloading talk to.
+        self.backend: OllamaBackend
+        self._ollama: list[OllamaBackend] = []
+        self.metrics: Metrics
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler on the loop)."""
@@ -82,9 +90,9 @@ class Bridge:
         )
         self.pool = build_pool(self.settings, clock=self._clock, on_change=lambda: self.health.changed())
         self.health = HealthReporter(self.link, self.pool, self.topics, self.settings.mqtt)
-        self.backend = next(
-            (m.server for m in self.pool.members.values() if isinstance(m.server, OllamaBackend)), None
-        )
+        self._ollama = [m.server for m in self.pool.members.values() if isinstance(m.server, OllamaBackend)]
+        # Without any Ollama backend, requests about Ollama see the `ollama:` settings (unused).
+        self.backend = self._ollama[0] if self._ollama else OllamaBackend(self.settings.ollama)
         self.runner = Runner(
             self.journal,
             self.pool,
@@ -95,6 +103,10 @@ class Bridge:
             self.settings,
             clock=self._clock,
         )
+        self.metrics = Metrics(
+            MetricsSource(self.runner, self.intake, self.queue, self.journal, self._ollama or [self.backend])
+        )
+        self.runner.observers.append(self.metrics.job_done)
         self.extensions = build_features(self.config)
         self.runner.extensions = self.extensions
         for extension in self.extensions:
@@ -202,6 +214,8 @@ class Bridge:
         await self._drain_outbox(timeout=3.0)
         self.link.stop()
         await self.pool.close()
+        if not self._ollama:
+            await self.backend.close()
         self.journal.close()
         log.info("stopped")
 
@@ -232,6 +246,20 @@ class Bridge:
         journals what it must and registers nothing else."""
         self._routes.append((topic_filter, handler))
         self.link.subscribe(topic_filter, qos)
+
+    def replace_rule(self, rule: RuleBase) -> None:
+        self.rules[rule.name] = rule
+        self.runner.replace_rule(rule)
+
+    def set_restart_required(self, paths: list[str]) -> None:
+        self.restart_required = list(paths)
+        self.send(self.topics.info, self.info_payload(), retain=True)
+
+    def blob(self, digest: str) -> bytes:
+        return self.journal.get_blob(digest)
+
+    def put_blob(self, data: bytes) -> str:
+        return self.journal.put_blob(data)
 
     def submit(self, submission: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
         """Queue a job from any source; `on_durable` runs once it is safe in the journal."""
@@ -283,7 +311,7 @@ class Bridge:
         return len(self.queue) + len(self.runner.running)
 
     async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
-        if self.backend is None:
+        if not self._ollama:
             return  # no Ollama: OpenAI-compatible servers load models on their own
         await self.backend.chat(
             model=model, messages=[], schema=None, keep_alive=keep_alive, deadline=deadline
@@ -361,5 +389,7 @@ class Bridge:
                 for rule in self.rules.values()
             ],
             "models": sorted({rule.model for rule in self.rules.values()}),
+            "config": effective_config(self.settings, self.rules.values()),
+            "restart_required": self.restart_required,
         }
         return json.dumps(info, ensure_ascii=False).encode()

@@ -157,7 +157,7 @@ class BackendPool:
         self._closed = True
         self._wake()
 
-    async def close(self) -> None:
+    async def close(self, *, servers: bool = True) -> None:
         """Stop probing and close the servers' connections (after the running calls)."""
         self.closing()
         for task in self._probers.values():
@@ -166,7 +166,7 @@ class BackendPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._probers.clear()
-        for member in self.members.values():
+        for member in self.members.values() if servers else ():
             await member.server.close()
 
     # -- what the runner uses --------------------------------------------------------

@@ -8,7 +8,7 @@ faults worth retrying, and errors a person can act on.
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ class OllamaBackend:
         self._sleep = sleep
         self.in_flight = 0
         self.calls = 0
+        self.reachable: bool | None = None  # None until the first request says
 
     async def chat(
         self,
@@ -81,7 +82,13 @@ class OllamaBackend:
                 self.in_flight -= 1
 
     async def _retrying(self, call: Callable[[], Awaitable[LlmReply]]) -> LlmReply:
-        return await retrying(call, self.settings.retries, self.settings.retry_backoff, self._sleep)
+        try:
+            reply = await retrying(call, self.settings.retries, self.settings.retry_backoff, self._sleep)
+        except BackendUnavailable:
+            self.reachable = False
+            raise
+        self.reachable = True
+        return reply
 
     async def _chat_once(
         self,
@@ -175,9 +182,12 @@ class OllamaBackend:
             async with asyncio.timeout(self.settings.connect_timeout * 2):
                 running = await self._client.ps()
         except (ConnectionError, httpx.TransportError, TimeoutError):
+            self.reachable = False
             raise self._unreachable() from None
         except ollama.ResponseError as exc:
+            self.reachable = False
             raise self._translate(exc, "") from None
+        self.reachable = True
         return [m.model for m in running.models if m.model]
 
     async def probe(self) -> list[str]:
@@ -188,6 +198,17 @@ class OllamaBackend:
             raise
         except BackendError as exc:
             raise BackendDown(str(exc)) from None
+
+    async def pull(self, model: str) -> AsyncIterator[dict[str, Any]]:
+        """Pull `model` (`/api/pull`), yielding Ollama's progress lines (status, completed, total)."""
+        try:
+            stream = await self._client.pull(model, stream=True)
+            async for part in stream:
+                yield part.model_dump(exclude_none=True)
+        except (ConnectionError, httpx.TransportError):
+            raise self._unreachable() from None
+        except ollama.ResponseError as exc:
+            raise BackendError(f"Ollama could not pull {model!r}: {exc.error}") from None
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own
