@@ -33,7 +33,6 @@ def outage(down: float = 600.0, jobs: int = 50) -> dict[str, Any]:
         standin.bad_gateway = True
         standin.start()
         time.sleep(down / 2)
-        requests_while_away = len(standin.requests)
         seen_down = any(h["reachable"] is False for h in _health(client))
         standin.bad_gateway = False
         back = time.perf_counter()
@@ -49,7 +48,6 @@ def outage(down: float = 600.0, jobs: int = 50) -> dict[str, Any]:
         "jobs": jobs,
         "answered": len(answered),
         "dead_or_failed": sum(e["type"] == "job_failed" for e in events),
-        "chat_requests_while_away": requests_while_away,
         "health_showed_unreachable": seen_down,
         "first_result_after_return_s": round(first, 1),
         "last_result_after_return_s": round(last, 1),
