@@ -17,6 +17,7 @@ from bridge.config.rules import RuleBase
 from bridge.config.settings import Config
 from bridge.extension import Extension
 from bridge.features import build_features
+from bridge.pipeline import heartbeat
 from bridge.pipeline.backend_pool import BackendPool, build_pool, without_userinfo
 from bridge.pipeline.health import HealthReporter
 from bridge.pipeline.intake import Intake, Submission
@@ -125,6 +126,7 @@ class Bridge:
         slots = sum(member.parallel for member in self.pool.members.values())
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(slots)]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        alive = heartbeat.start(self.data_dir, lambda: {"mqtt": self.link.connected, "load": self.load()})
         log.info(
             "llm2mqtt %s running: %d rule(s); %s",
             __version__,
@@ -134,6 +136,7 @@ class Bridge:
         try:
             await self._stop.wait()
         finally:
+            await heartbeat.stop(alive)
             await self._shutdown(workers, housekeeping)
 
     def _resume(self) -> int:

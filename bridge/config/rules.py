@@ -92,6 +92,11 @@ class RuleBase(StrictModel):
     description: str | None = None
     enabled: bool = True
     inputs: list[MqttInput] = Field(default_factory=list, description="Where jobs come from")
+    accepts: Literal["image", "text", "any"] | None = Field(
+        None,
+        description="What the rule's inputs may carry: image, text or any; anything else is refused"
+        " with an error (default: image for a rule with an image: or snapshot: section, else any)",
+    )
     image: ImageOptions = Field(default_factory=ImageOptions)
     outputs: Outputs = Field(default_factory=Outputs)
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first when jobs wait for the model")
@@ -144,6 +149,13 @@ class RuleBase(StrictModel):
     def model_for(self, backend: str) -> str:
         """The model name on `backend`."""
         return self.models.get(backend, self.model)
+
+    @property
+    def accepted(self) -> Literal["image", "text", "any"]:
+        """What the rule takes, with the default filled in."""
+        if self.accepts is not None:
+            return self.accepts
+        return "image" if "image" in self.model_fields_set or self.snapshot is not None else "any"
 
     @field_validator("prompt", "system")
     @classmethod
