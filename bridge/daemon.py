@@ -86,6 +86,7 @@ class Bridge:
             info=self.info_payload,
         )
         self.outbox = Outbox(self.journal, self.link, loop=loop)
+        self.tap_outbox, self.broker_connected = self.journal.tap_messages, lambda: self.link.connected
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
         )
