@@ -172,7 +172,9 @@ class OllamaBackend:
         """Names of the pulled models (`/api/tags`)."""
         try:
             listing = await self._client.list()
-        except (ConnectionError, httpx.TransportError):
+        except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
+            # Other transport errors (a port that is not HTTP) stay what they are: check --live
+            # names them as such.
             raise self._unreachable() from None
         except ollama.ResponseError as exc:
             raise self._translate(exc, "") from None
