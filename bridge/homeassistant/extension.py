@@ -56,7 +56,7 @@ class HomeAssistantExtension(Extension):
     async def start(self, core: Core) -> None:
         self._core = core
         node = Node(core.topics.base, self.settings.discovery_prefix, __version__)
-        self._configs = discovery(node, core.rules.values())
+        self._configs = discovery(node, core.rules.values(), core.settings.backend_settings())
         self._folder = core.data_dir / "homeassistant"
         await asyncio.to_thread(self._load)
         core.route(self.settings.status_topic, self._on_status)

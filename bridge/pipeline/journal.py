@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bridge.pipeline.files import make_private
+
 JobState = Literal["queued", "running", "done", "failed", "dead", "skipped", "superseded"]
 FINAL_STATES = ("done", "failed", "dead", "skipped", "superseded")
 
@@ -141,7 +143,7 @@ class Journal:
         synchronous: Literal["full", "normal"] = "full",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path.parent)  # the data directory: 0700, its files 0600
         self.path = path
         self._clock = clock
         # isolation_level=None: transactions are ours to begin and commit.

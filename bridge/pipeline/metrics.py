@@ -8,13 +8,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bridge import __version__
+from bridge.config.redact import redact_url
 from bridge.pipeline.intake import Intake
 from bridge.pipeline.journal import Journal
 from bridge.pipeline.ollama_backend import OllamaBackend
@@ -105,7 +105,7 @@ class _Snapshot(Collector):
             labels=["backend"],
         )
         for backend in source.backends:
-            url = _without_userinfo(backend.url)
+            url = redact_url(backend.url)
             in_flight.add_metric([url], backend.in_flight)
             if backend.reachable is not None:
                 up.add_metric([url], int(backend.reachable))
@@ -145,9 +145,3 @@ class _Snapshot(Collector):
         yield jobs
         yield calls
         yield skips
-
-
-def _without_userinfo(url: str) -> str:
-    """A label never carries a password: any user:password@ part removed."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

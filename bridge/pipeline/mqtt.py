@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from bridge.config.settings import MqttSettings
 from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
+
+REMIND_EVERY = 300.0  # how often the log repeats that the broker is still missing (seconds)
 
 ONLINE = json.dumps({"state": "online"}).encode()
 OFFLINE = json.dumps({"state": "offline"}).encode()
@@ -68,6 +71,14 @@ class MqttLink:
         self._subscriptions: dict[str, int] = {}
         self._last_failure: str | None = None
         self.connected = False
+        self.since: float | None = None  # when the link last came up or went down (epoch)
+        self._missing_since: float | None = None  # monotonic; set while the broker cannot be reached
+        self._stopping = False
+        if settings.shared_group:
+            # Daemons of one group share bridge/state; one that dies leaves its last will there.
+            # The others answer it with `online` again (QoS 0: nothing to acknowledge).
+            self._subscriptions[topics.state] = 0
+        self._reminded = 0.0
         self.v5 = settings.protocol == "5"
         self.client = self._make_client()
 
@@ -98,8 +109,13 @@ class MqttLink:
         client.on_publish = self._handle_publish
         return client
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Subscribe now and after every reconnect."""
+    def subscribe(self, topic: str, qos: int = 1, *, shared: bool = False) -> None:
+        """Subscribe now and after every reconnect. `shared` inputs go through the MQTT 5 shared
+        subscription of `mqtt.shared_group` when one is set: the broker hands each message to
+        one daemon of the group."""
+        group = self.settings.shared_group
+        if shared and group:
+            topic = f"$share/{group}/{topic}"
         self._subscriptions[topic] = max(qos, self._subscriptions.get(topic, 0))
         if self.connected:
             self.client.subscribe(topic, qos)
@@ -165,6 +181,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline (retained), then disconnect cleanly."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
             try:
@@ -188,7 +205,11 @@ class MqttLink:
         if reason.is_failure:
             log.error("the broker at %s refused the connection: %s", self.settings.safe_url(), reason)
             return
-        self.connected = True
+        self.connected, self.since = True, time.time()
+        if self._missing_since is not None:
+            away = time.monotonic() - self._missing_since
+            log.info("the broker at %s answers again after %.0fs", self.settings.safe_url(), away)
+            self._missing_since = None
         self._last_failure = None
         log.info("connected to the broker (session %s)", "resumed" if flags.session_present else "new")
         for topic, qos in self._subscriptions.items():
@@ -196,15 +217,6 @@ class MqttLink:
         client.publish(self.topics.state, ONLINE, qos=1, retain=True)
         client.publish(self.topics.info, self._info(), qos=1, retain=True)
         self._loop.call_soon_threadsafe(self._on_connected)
-
-    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        # paho calls this inside its `except OSError`: the exception in hand is the reason.
-        reason = connect_failure(sys.exc_info()[1])
-        if reason != self._last_failure:  # once per reason, not on every retry
-            log.warning("cannot connect to the broker at %s: %s; retrying", self.settings.safe_url(), reason)
-            self._last_failure = reason
-        else:
-            log.debug("cannot connect to the broker: %s", reason)
 
     def _handle_disconnect(
         self,
@@ -216,10 +228,41 @@ class MqttLink:
     ) -> None:
         was = self.connected
         self.connected = False
+        if was:
+            self.since = time.time()
         if was and reason.is_failure:
             log.warning("lost the broker (%s); reconnecting", reason)
 
+    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho retries by itself; the log says once per reason, then every few minutes, what is
+        # missing. paho calls this inside its `except OSError`: the exception in hand is the
+        # reason (nothing listening, a refused connection, a certificate that does not fit).
+        reason = connect_failure(sys.exc_info()[1])
+        now = time.monotonic()
+        if self._missing_since is None or reason != self._last_failure:
+            self._missing_since = self._missing_since or now
+            self._reminded, self._last_failure = now, reason
+            log.warning(
+                "cannot reach the broker at %s: %s; retrying every %.0fs at most, jobs from other "
+                "sources still run",
+                self.settings.safe_url(),
+                reason,
+                self.settings.reconnect_max,
+            )
+        elif now - self._reminded >= REMIND_EVERY:
+            self._reminded = now
+            log.warning(
+                "still waiting for the broker at %s (away %.0fs): %s",
+                self.settings.safe_url(),
+                now - self._missing_since,
+                reason,
+            )
+
     def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.state and self.settings.shared_group:
+            if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
+                client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
+            return
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

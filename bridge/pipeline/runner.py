@@ -11,24 +11,21 @@ from typing import Any
 import httpx
 
 from bridge.config.rules import RuleBase
-from bridge.config.settings import LimitsSettings, Settings
+from bridge.config.settings import LimitsSettings, Settings, rule_backends
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
-from bridge.pipeline.fetch import fetch_job_image
+from bridge.pipeline.backend_pool import BackendPool, NoBackend
 from bridge.pipeline.hooks import JobHooks
 from bridge.pipeline.images import ImageError, ImageSpec, PreparedImage, prepare_image
 from bridge.pipeline.journal import Job, JobState, Journal
-from bridge.pipeline.ollama_backend import LlmReply, OllamaBackend
+from bridge.pipeline.ollama_backend import LlmReply
 from bridge.pipeline.outbox import Outbox
+from bridge.pipeline.prefetch import Prefetcher
 from bridge.pipeline.queue import JobQueue
 from bridge.pipeline.results import done_messages, event, failure_messages, input_summary, iso
 from bridge.pipeline.topics import Topics
-from bridge.pipeline.url_guard import UrlGuard
 from handlers import Answer, Handler, PromptInput, handler_for
 
 log = logging.getLogger(__name__)
-
-# image_url fetches run beside the model slots, this many at once.
-FETCHES_AT_ONCE = 4
 
 
 @dataclass
@@ -72,6 +69,7 @@ class Outcome:
     answer: Answer
     replies: list[LlmReply] = field(default_factory=list)
     image: PreparedImage | None = None
+    backend: str | None = None  # the name of the backend that gave the last answer
     calls: list[dict[str, Any]] = field(default_factory=list)  # what was sent and answered, per call
 
 
@@ -81,7 +79,7 @@ class Runner:
     def __init__(
         self,
         journal: Journal,
-        backend: OllamaBackend,
+        pool: BackendPool,
         outbox: Outbox,
         queue: JobQueue,
         rules: Mapping[str, RuleBase],
@@ -92,22 +90,18 @@ class Runner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._journal = journal
-        self._backend = backend
+        self._pool = pool
+        self._backends = settings.backend_settings()
         self._outbox = outbox
         self._rules = rules
         self._queue = queue
         self._settings = settings
         self._topics = topics
         self._handlers: dict[str, Handler[Any]] = {name: handler_for(rule) for name, rule in rules.items()}
-        # Redirects are followed by hand (each hop checked); no proxy from the environment,
-        # which would connect to something other than the checked address.
-        self._http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        self.guard = UrlGuard(settings.image_url.allow)
-        self._fetch_slots = asyncio.Semaphore(FETCHES_AT_ONCE)
-        self._fetches: set[asyncio.Task[None]] = set()
         self._clock = clock
         self.stats: dict[str, RuleStats] = {name: RuleStats() for name in rules}
         self.running: set[str] = set()
+        self.prefetch = Prefetcher(journal, queue, settings, self._fail, self.running, http)
         self.extensions: Sequence[JobHooks] = ()
         self.observers: list[Callable[[str, dict[str, Any]], None]] = []  # rule, result of each done job
 
@@ -115,55 +109,15 @@ class Runner:
         """Use a changed rule (same name) from the next job on."""
         self._handlers[rule.name] = handler_for(rule)
 
-    def fetch_first(self, job_id: str) -> bool:
-        """Start fetching a waiting job's image_url outside the model slots; True if started.
-
-        The fetched image is stored in the journal and the job queued again, so a slow or
-        hostile server holds a fetch slot, never a model slot.
-        """
-        job = self._journal.get(job_id)
-        if job is None or job.state != "queued" or job.image is not None or not job.input.get("image_url"):
-            return False
-        task = asyncio.create_task(self._prefetch(job), name=f"fetch-{job_id}")
-        self._fetches.add(task)
-        task.add_done_callback(self._fetches.discard)
-        return True
-
-    async def _prefetch(self, job: Job) -> None:
-        self.running.add(job.id)
-        try:
-            async with self._fetch_slots:
-                data = await self._fetch(job)
-        except InputError as exc:
-            self._fail(self._journal.start(job.id), str(exc))
-            return
-        finally:
-            self.running.discard(job.id)
-        self._journal.attach_image(job.id, self._journal.put_blob(data))
-        self._journal.after_commit(
-            lambda: self._queue.push(job.id, priority=job.priority, created=job.created)
-        )
-
-    async def _fetch(self, job: Job) -> bytes:
-        limits, options = self._settings.limits, self._settings.image_url
-        return await fetch_job_image(
-            self._http,
-            job.input["image_url"],
-            self.guard,
-            max_bytes=limits.max_payload,
-            timeout=options.timeout,
-            max_redirects=options.max_redirects,
-        )
-
     async def close(self) -> None:
-        """Stop the fetches under way (their jobs stay queued) and close the HTTP client."""
-        for task in list(self._fetches):
-            task.cancel()
-        await asyncio.gather(*self._fetches, return_exceptions=True)
-        await self._http.aclose()
+        """Stop the image_url fetches under way (their jobs stay queued)."""
+        await self.prefetch.close()
 
     async def run(self, job_id: str) -> None:
-        """Run one job to an outcome: done, failed, dead, or back in the queue."""
+        """Run one job to an outcome: done, failed, dead, or back in the queue (or, for a job
+        whose image_url is not fetched yet, start that fetch and return at once)."""
+        if self.prefetch.start(job_id):
+            return
         job = self._journal.start(job_id)
         rule = self._rules.get(job.rule)
         if rule is None:
@@ -185,8 +139,13 @@ class Runner:
             raise
         except _Skipped as skip:
             self._skip(job, skip.reason)
+        except NoBackend as exc:
+            self._hold(job, exc)
         except BackendUnavailable as exc:
-            self._retry_or_give_up(job, str(exc))
+            if exc.job_fault:
+                self._retry_or_give_up(job, str(exc))
+            else:
+                self._retry_later(job, str(exc))
         except (InputError, ImageError, BackendError, AnswerError) as exc:
             self._fail(job, str(exc), calls=calls)
         except Exception as exc:  # a bug must not stop the daemon; the job is reported
@@ -217,8 +176,15 @@ class Runner:
                 raise _Skipped(reason)
         for extension in self.extensions:
             prompt = await extension.prepare(job, rule, prompt)
+        backends = rule_backends(rule, self._backends, image=prompt.image is not None)
         outcome = await ask_model(
-            self._backend, self._handlers[rule.name], rule, prompt, on_reply=count, calls=calls
+            self._pool,
+            self._handlers[rule.name],
+            rule,
+            prompt,
+            on_reply=count,
+            calls=calls,
+            backends=backends,
         )
         outcome.image = image
         for extension in self.extensions:
@@ -230,7 +196,7 @@ class Runner:
         if job.image is not None:
             data = self._journal.get_blob(job.image)
         elif job.input.get("image_url"):
-            data = await self._fetch(job)  # normally fetched before (fetch_first)
+            data = await self.prefetch.fetch(job)  # normally fetched before the slot
         else:
             return None
         # Decoding and resizing take tens of milliseconds: off the event loop.
@@ -246,6 +212,7 @@ class Runner:
             "source": job.source,
             **outcome.answer.fields,
             "model": replies[-1].model,
+            "backend": outcome.backend,
             "timings": {
                 "queued": round((started - job.created) * 1000, 1),
                 "llm": round(sum(r.wall_ms for r in replies), 1),
@@ -286,6 +253,23 @@ class Runner:
         self._journal.finish(job.id, "skipped", error=reason, messages=messages)
         self._outbox.notify()
 
+    def _hold(self, job: Job, waiting: NoBackend) -> None:
+        """Every backend of the job is away: back to the journal as it was, until one returns."""
+        log.debug("%s: job %s held: %s", job.rule, job.id, waiting)
+        self._journal.requeue(job.id, not_before=0, error=job.error, refund=True)
+        self._pool.hold(waiting.names, lambda: self._journal.after_commit(lambda: self._requeued(job, 0)))
+
+    def _retry_later(self, job: Job, error: str) -> None:
+        """A fault of the server, not of the job (busy): again after a pause, attempt refunded."""
+        now = self._clock()
+        delay = self._settings.journal.retry_delay
+        log.info("%s: job %s: %s; again in %.0fs (no attempt spent)", job.rule, job.id, error, delay)
+        self._journal.requeue(job.id, not_before=now + delay, error=error, refund=True)
+        self._journal.after_commit(lambda: self._requeued(job, now + delay))
+
+    def _requeued(self, job: Job, not_before: float) -> None:
+        self._queue.push(job.id, priority=job.priority, created=job.created, not_before=not_before)
+
     def _retry_or_give_up(self, job: Job, error: str) -> None:
         attempts, limit = job.attempts, self._settings.journal.max_attempts
         if attempts >= limit:
@@ -298,11 +282,7 @@ class Runner:
         self._outbox.add(
             failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, retry_in=delay)
         )
-        self._journal.after_commit(
-            lambda: self._queue.push(
-                job.id, priority=job.priority, created=job.created, not_before=now + delay
-            )
-        )
+        self._journal.after_commit(lambda: self._requeued(job, now + delay))
 
     def _fail(
         self, job: Job, error: str, *, state: str = "failed", calls: list[dict[str, Any]] | None = None
@@ -332,11 +312,12 @@ def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:
 
 
 async def ask_model(
-    backend: OllamaBackend,
+    pool: BackendPool,
     handler: Handler[Any],
     rule: RuleBase,
     prompt: PromptInput,
     *,
+    backends: Sequence[str],
     on_reply: Callable[[LlmReply], None] | None = None,
     calls: list[dict[str, Any]] | None = None,
 ) -> Outcome:
@@ -349,11 +330,17 @@ async def ask_model(
     outcome = Outcome(answer=Answer({}, None), calls=[] if calls is None else calls)
     correction: str | None = None
     for attempt in (1, 2):
+        if not backends:
+            raise InputError(
+                "no backend may take this job: it has an image and the rule's backends are all "
+                "remote (allow_remote: true in the rule lets images leave the house)"
+            )
         messages = handler.messages(prompt, correction=correction)
         call: dict[str, Any] = {"messages": _without_images(messages), "schema": handler.schema()}
         outcome.calls.append(call)
-        reply = await backend.chat(
-            model=rule.model,
+        outcome.backend, reply = await pool.chat(
+            backends,
+            rule.model_for,
             messages=messages,
             schema=handler.schema(),
             options=rule.options,

@@ -141,10 +141,10 @@ def test_a_tls_failure_is_logged_with_its_reason(secure_broker, write_config, ol
     daemon.start()
     try:
         deadline = time.monotonic() + 10
-        while "cannot connect to the broker" not in daemon.output() and time.monotonic() < deadline:
+        while "cannot reach the broker" not in daemon.output() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2.5)  # a few retries: the reason is logged once, not on every retry
-        lines = [line for line in daemon.output().splitlines() if "cannot connect to the broker" in line]
+        lines = [line for line in daemon.output().splitlines() if "cannot reach the broker at" in line]
         assert len(lines) == 1, lines
         assert "TLS: the broker's certificate was not accepted" in lines[0]
         assert "Hostname mismatch" in lines[0]
