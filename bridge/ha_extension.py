@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
 from bridge.extensions import Extension
-from bridge.homeassistant import HomeAssistantSettings, Node, discovery, removals
+from bridge.homeassistant import (
+    HomeAssistantSettings,
+    Node,
+    absent_images,
+    discovery,
+    has_image,
+    placeholder_image,
+    removals,
+)
 from bridge.images import PreparedImage
 from bridge.journal import Job, OutboxMessage
 from bridge.mqtt import Inbound
@@ -43,6 +51,7 @@ class HomeAssistantExtension(Extension):
         self.settings = settings
         self._bridge: Bridge | None = None
         self._configs: dict[str, bytes] = {}
+        self._absent_images: list[str] = []
         self._published: set[str] = set()
         self._images: dict[str, bytes] = {}
         self._results: dict[str, tuple[bytes, str | None]] = {}
@@ -59,6 +68,7 @@ class HomeAssistantExtension(Extension):
         self._bridge = bridge
         node = Node(bridge.topics.base, self.settings.discovery_prefix, __version__)
         self._configs = discovery(node, bridge.rules.values())
+        self._absent_images = absent_images(node, bridge.rules.values())
         self._folder = bridge.config.data_dir / "homeassistant"
         await asyncio.to_thread(self._load)
         bridge.route(self.settings.status_topic, self._on_status)
@@ -84,10 +94,14 @@ class HomeAssistantExtension(Extension):
     def _announce(self, *, states: bool) -> None:
         link = self.bridge.link
         stale = removals(self._published, self._configs)
-        for topic in stale:
+        for topic in sorted({*stale, *self._absent_images}):
             link.publish(topic, b"", qos=1, retain=True)
         for topic, payload in self._configs.items():
             link.publish(topic, payload, qos=1, retain=True)
+        for name, rule in self.bridge.rules.items():
+            # Home Assistant answers an image entity without a picture with HTTP 500.
+            if name not in self._images and has_image(rule) and rule.homeassistant.enabled:
+                link.publish(self._image_topic(name), placeholder_image(), qos=1, retain=True)
         for name, image in self._images.items():
             if name in self.bridge.rules:
                 link.publish(self._image_topic(name), image, qos=1, retain=True)

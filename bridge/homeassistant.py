@@ -4,12 +4,14 @@
 `bridge.ha_extension` publishes them. Nothing here touches the network or the disk.
 """
 
+import functools
+import io
 import json
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -26,7 +28,14 @@ sound tamper update vibration window"""
 BINARY_SENSOR_CLASSES = frozenset(_CLASS_NAMES.split())
 # The handlers whose answer is free text or a record: a plain sensor may carry a class.
 SENSOR_HANDLERS = ("extract", "describe")
-EVENT_TYPES = ("done", "failed", "skipped")
+# Handlers that only ever read text: their rules never have a picture to show.
+TEXT_ONLY_HANDLERS = ("todo_match",)
+EventType = Literal["done", "failed", "skipped"]
+EVENT_TYPES: tuple[EventType, ...] = ("done", "failed", "skipped")
+DEFAULT_EVENTS: tuple[EventType, ...] = ("done", "failed")
+# Label words that make a yes/no rule a lock check (compared case-insensitively).
+LOCKED_WORDS = frozenset({"locked", "施錠", "施錠中", "施錠済み"})
+UNLOCKED_WORDS = frozenset({"unlocked", "解錠", "開錠", "解錠中", "開錠中"})
 
 
 class RuleHomeAssistant(StrictModel):
@@ -35,13 +44,26 @@ class RuleHomeAssistant(StrictModel):
     enabled: bool = Field(True, description="Announce this rule's entities to Home Assistant")
     name: str | None = Field(None, min_length=1, description="Device name; default: from the rule name")
     device_class: str | None = Field(
-        None, description="yes_no: a binary_sensor class (lock, door, motion…); extract: a sensor class"
+        None,
+        description="yes_no: a binary_sensor class (lock, door, motion…); extract: a sensor class. "
+        "Default: lock for a yes_no rule whose labels are locked/unlocked (or 施錠/解錠); "
+        "write null for a plain on/off",
     )
     icon: str | None = Field(None, pattern=r"^[a-z0-9-]+:[a-z0-9-]+$", description="e.g. mdi:lock")
     on_answer: bool | None = Field(
         None,
         description="yes_no: which answer turns the binary_sensor on. Default: yes, except for "
         "device_class lock, where on means unlocked (worked out from the labels)",
+    )
+    image: bool | None = Field(
+        None,
+        description="Show the last judged image as an image entity. Default: yes when the rule "
+        "has an `image:` or `snapshot:` key (never for text-only handlers such as todo_match)",
+    )
+    events: list[EventType] = Field(
+        list(DEFAULT_EVENTS),
+        description="Which finished jobs fire the rule's event entity: done, failed, skipped "
+        "(skipped is off by default: an unchanged scheduled picture would fire at every tick)",
     )
 
 
@@ -111,9 +133,47 @@ def slug_problems(names: Iterable[tuple[str, str]]) -> list[str]:
     return problems
 
 
+def _label_words(rule: "RuleBase") -> tuple[str, str] | None:
+    """A yes/no rule's (true, false) labels, trimmed and case-folded; None without labels."""
+    labels = getattr(rule, "labels", None)
+    if labels is None or not hasattr(labels, "true"):
+        return None
+    return str(labels.true).strip().casefold(), str(labels.false).strip().casefold()
+
+
+def reads_like_lock(rule: "RuleBase") -> bool:
+    """True for a yes/no rule whose two labels are a locked and an unlocked word."""
+    words = _label_words(rule)
+    if rule.handler != "yes_no" or words is None:
+        return False
+    return {words[0] in LOCKED_WORDS, words[1] in LOCKED_WORDS} == {True, False} and (
+        words[0] in UNLOCKED_WORDS or words[1] in UNLOCKED_WORDS
+    )
+
+
+def device_class(rule: "RuleBase") -> str | None:
+    """The rule's device class: as written, else lock when its labels read like a lock."""
+    options = rule.homeassistant
+    if options is not None and "device_class" in options.model_fields_set:
+        return options.device_class  # written, even as null: the user's word stands
+    return "lock" if reads_like_lock(rule) else None
+
+
+def has_image(rule: "RuleBase") -> bool:
+    """Whether the rule gets an image entity: it is configured to take pictures."""
+    if rule.handler in TEXT_ONLY_HANDLERS:
+        return False
+    options = rule.homeassistant
+    if options is not None and options.image is not None:
+        return options.image
+    return rule.snapshot is not None or "image" in rule.model_fields_set
+
+
 def rule_problems(rule: "RuleBase") -> list[str]:
     """What is wrong with a rule's `homeassistant:` key for its handler."""
     options: RuleHomeAssistant | None = rule.homeassistant
+    if options is not None and options.image and rule.handler in TEXT_ONLY_HANDLERS:
+        return [f"homeassistant.image: a {rule.handler} rule reads only text; it has no image to show"]
     if options is None or options.device_class is None:
         return []
     if rule.handler == "yes_no" and options.device_class not in BINARY_SENSOR_CLASSES:
@@ -138,12 +198,12 @@ def on_answer(rule: "RuleBase") -> bool:
     options: RuleHomeAssistant | None = rule.homeassistant
     if options is not None and options.on_answer is not None:
         return options.on_answer
-    if options is None or options.device_class != "lock":
+    if device_class(rule) != "lock":
         return True
-    labels = getattr(rule, "labels", None)
-    true_label = str(getattr(labels, "true", "")).lower()
+    words = _label_words(rule)
+    true_label = words[0] if words else ""
     # "Is it unlocked?" -> yes is on. Anything else (locked, closed, secure…) -> no is on.
-    return "unlock" in true_label or "open" in true_label
+    return true_label in UNLOCKED_WORDS or "unlock" in true_label or "open" in true_label
 
 
 def _availability(node: Node) -> dict[str, Any]:
@@ -216,7 +276,7 @@ def rule_entities(node: Node, rule: "RuleBase") -> list[tuple[str, dict[str, Any
                 device,
                 **answer,
                 value_template=template,
-                device_class=options.device_class,
+                device_class=device_class(rule),
             )
         )
     elif rule.handler == "classify":
@@ -245,21 +305,23 @@ def rule_entities(node: Node, rule: "RuleBase") -> list[tuple[str, dict[str, Any
                 device_class=options.device_class if rule.handler in SENSOR_HANDLERS else None,
             )
         )
-    entities.append(
-        _entity(
-            node,
-            "image",
-            f"{slug}_image",
-            device,
-            name="Last image",
-            image_topic=f"{base}/image",
-            content_type="image/jpeg",
+    if has_image(rule):
+        entities.append(
+            _entity(
+                node,
+                "image",
+                f"{slug}_image",
+                device,
+                name="Last image",
+                image_topic=f"{base}/image",
+                content_type="image/jpeg",
+            )
         )
-    )
     # Job events come from the bridge's event topic; other rules' events render empty and are ignored.
+    kinds = [kind for kind in EVENT_TYPES if kind in options.events]
+    types = ", ".join(f"'job_{kind}'" for kind in kinds)
     event_template = (
-        f"{{% if value_json.rule == '{rule.name}' and value_json.type in "
-        "('job_done', 'job_failed', 'job_skipped') %}"
+        f"{{% if value_json.rule == '{rule.name}' and value_json.type in ({types},) %}}"
         "{{ {'event_type': value_json.type[4:], 'job_id': value_json.job_id, "
         "'error': value_json.error | default(value_json.reason | default(none))} | tojson }}{% endif %}"
     )
@@ -272,7 +334,7 @@ def rule_entities(node: Node, rule: "RuleBase") -> list[tuple[str, dict[str, Any
             name="Job",
             state_topic=f"{node.base_topic}/bridge/event",
             value_template=event_template,
-            event_types=list(EVENT_TYPES),
+            event_types=kinds,
             entity_category="diagnostic",
         )
     )
@@ -407,6 +469,26 @@ def discovery(node: Node, rules: Iterable["RuleBase"]) -> dict[str, bytes]:
         topic: json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         for topic, payload in pairs
     }
+
+
+def absent_images(node: Node, rules: Iterable["RuleBase"]) -> list[str]:
+    """Image config topics of rules that show no image: each gets an empty retained message,
+    so an entity left by an older version or an earlier configuration goes away."""
+    return [
+        f"{node.prefix}/image/{node.node_id}/{slugify(rule.name)}_image/config"
+        for rule in rules
+        if not (has_image(rule) and rule.enabled and rule.homeassistant.enabled)
+    ]
+
+
+@functools.cache
+def placeholder_image() -> bytes:
+    """A small plain grey JPEG, shown by an image entity until the rule's first job."""
+    from PIL import Image  # only the extension needs pixels
+
+    out = io.BytesIO()
+    Image.new("RGB", (160, 120), (200, 200, 200)).save(out, "JPEG", quality=60)
+    return out.getvalue()
 
 
 def removals(published: Iterable[str], current: Iterable[str]) -> list[str]:

@@ -1,16 +1,31 @@
 """Home Assistant discovery: pure payload tables, then the extension against a real broker."""
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
+import yaml
+from PIL import Image
 
 from bridge.errors import ConfigError
-from bridge.homeassistant import Node, discovery, on_answer, removals, rule_entities, slug_problems, slugify
+from bridge.homeassistant import (
+    Node,
+    absent_images,
+    device_class,
+    discovery,
+    on_answer,
+    placeholder_image,
+    removals,
+    rule_entities,
+    slug_problems,
+    slugify,
+)
 from bridge.loader import load_config, rule_adapter
 from bridge.rules import RuleBase
+from tests.conftest import TOPIC_RULE
 from tests.mqtt_helpers import Collector, Mosquitto
 from tests.samples import jpeg
 
@@ -23,6 +38,8 @@ LOCK: dict[str, Any] = {
     "homeassistant": {"device_class": "lock", "name": "Front door"},
 }
 NODE = Node("llm2mqtt", "homeassistant", "1.2.3")
+ROOT = Path(__file__).resolve().parent.parent
+BLUEPRINTS = ROOT / "homeassistant" / "blueprints" / "automation" / "llm2mqtt"
 _jinja = jinja2.Environment(autoescape=False)
 
 
@@ -75,7 +92,7 @@ def test_colliding_slugs_are_config_errors(names: list[str], expected: list[str]
 @pytest.mark.parametrize(
     ("device_class", "labels", "explicit", "on_when"),
     [
-        (None, {"true": "locked", "false": "unlocked"}, None, True),  # no class: yes is on
+        (None, {"true": "home", "false": "away"}, None, True),  # no class: yes is on
         ("lock", {"true": "locked", "false": "unlocked"}, None, False),  # locked -> off
         ("lock", {"true": "unlocked", "false": "locked"}, None, True),  # "is it unlocked?"
         ("lock", None, None, False),  # y/n labels: a lock rule asks "is it locked?"
@@ -95,16 +112,82 @@ def test_binary_sensor_polarity(
     assert render(template, {"answer": not on_when}) == "OFF"
 
 
+@pytest.mark.parametrize(
+    ("labels", "homeassistant", "expected_class", "on_when"),
+    [
+        ({"true": "locked", "false": "unlocked"}, {}, "lock", False),  # the shipped rule's labels
+        ({"true": "Unlocked", "false": "LOCKED"}, {}, "lock", True),  # any case; "is it unlocked?"
+        ({"true": " locked ", "false": "unlocked"}, {}, "lock", False),
+        ({"true": "施錠", "false": "解錠"}, {}, "lock", False),
+        ({"true": "開錠", "false": "施錠"}, {}, "lock", True),
+        ({"true": "施錠中", "false": "解錠中"}, {}, "lock", False),
+        ({"true": "locked", "false": "locked"}, {}, None, True),  # not a pair: no guess
+        ({"true": "locked", "false": "open"}, {}, None, True),
+        ({"true": "closed", "false": "open"}, {}, None, True),
+        (None, {}, None, True),  # y/n
+        ({"true": "locked", "false": "unlocked"}, {"device_class": None}, None, True),  # null: plain on/off
+        ({"true": "locked", "false": "unlocked"}, {"device_class": "door"}, "door", True),  # written wins
+    ],
+)
+def test_lock_labels_make_a_lock_sensor(
+    labels: dict[str, str] | None, homeassistant: dict[str, Any], expected_class: str | None, on_when: bool
+) -> None:
+    data = {k: v for k, v in LOCK.items() if k != "homeassistant"}
+    r = rule_adapter().validate_python({**data, "labels": labels, "homeassistant": homeassistant})
+    assert device_class(r) == expected_class
+    sensor = configs(r)["homeassistant/binary_sensor/llm2mqtt/front_door_lock/config"]
+    assert sensor.get("device_class") == expected_class
+    assert render(sensor["value_template"], {"answer": on_when}) == "ON"
+    assert render(sensor["value_template"], {"answer": not on_when}) == "OFF"
+
+
+def _blueprint_filter(name: str, field: str) -> list[dict[str, Any]]:
+    """The entity filter of a blueprint input (what Home Assistant's entity picker offers)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!input", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+    text = (BLUEPRINTS / name).read_text("utf-8")
+    blueprint = yaml.load(text, Loader=Loader)
+    found: list[dict[str, Any]] = blueprint["blueprint"]["input"][field]["selector"]["entity"]["filter"]
+    return found
+
+
+def picker_offers(filters: list[dict[str, Any]], component: str, payload: dict[str, Any]) -> bool:
+    """Whether an entity filter of a selector matches an entity (domain and device class)."""
+    return any(
+        f.get("domain", component) == component
+        and f.get("device_class", payload.get("device_class")) == payload.get("device_class")
+        for f in filters
+    )
+
+
+def test_the_shipped_lock_rule_fits_the_lock_blueprint() -> None:
+    config = load_config(ROOT / "config.yaml", {})
+    lock = next(r for r in config.rules if r.name == "front_door_lock")
+    assert lock.homeassistant.device_class == "lock"
+    sensor = configs(lock)["homeassistant/binary_sensor/llm2mqtt/front_door_lock/config"]
+    assert render(sensor["value_template"], {"answer": True}) == "OFF"  # locked is off
+    filters = _blueprint_filter("lock_unlocked_notify.yaml", "lock_sensor")
+    assert picker_offers(filters, "binary_sensor", sensor)
+    assert not picker_offers(filters, "binary_sensor", {**sensor, "device_class": None})
+    image = configs(lock)["homeassistant/image/llm2mqtt/front_door_lock_image/config"]
+    assert picker_offers(_blueprint_filter("lock_unlocked_notify.yaml", "snapshot"), "image", image)
+
+
 SCHEDULED = {"schedule": {"every": "10m"}, "snapshot": {"url": "http://camera.local/snap.jpg"}}
+TODO = {"handler": "todo_match", "labels": None, "homeassistant": None, "name": "todo_note"}
 
 
 @pytest.mark.parametrize(
     ("overrides", "entities"),
     [
         (
-            {},
+            {"image": {"max_side": 640}},
             {"binary_sensor/front_door_lock", "image/front_door_lock_image", "event/front_door_lock_job"},
         ),
+        ({}, {"binary_sensor/front_door_lock", "event/front_door_lock_job"}),  # no image: key
         (
             SCHEDULED,
             {
@@ -115,14 +198,29 @@ SCHEDULED = {"schedule": {"every": "10m"}, "snapshot": {"url": "http://camera.lo
                 "switch/front_door_lock_paused",
             },
         ),
-        (
+        (  # text only: no image entity
             {"handler": "classify", "labels": ["a", "b"], "homeassistant": None, "name": "room"},
-            {"sensor/room", "image/room_image", "event/room_job"},
+            {"sensor/room", "event/room_job"},
         ),
         (
-            {"handler": "describe", "labels": None, "homeassistant": None, "name": "scene"},
+            {"handler": "describe", "labels": None, "homeassistant": None, "name": "scene", "image": {}},
             {"sensor/scene", "image/scene_image", "event/scene_job"},
         ),
+        (
+            {"handler": "describe", "labels": None, "homeassistant": {"image": True}, "name": "scene"},
+            {"sensor/scene", "image/scene_image", "event/scene_job"},
+        ),
+        (
+            {**SCHEDULED, "homeassistant": {"image": False}},
+            {
+                "binary_sensor/front_door_lock",
+                "event/front_door_lock_job",
+                "button/front_door_lock_check",
+                "switch/front_door_lock_paused",
+            },
+        ),
+        (TODO, {"sensor/todo_note", "event/todo_note_job"}),
+        ({**TODO, "image": {"max_side": 512}}, {"sensor/todo_note", "event/todo_note_job"}),
         ({"homeassistant": {"enabled": False}}, set()),
         ({"enabled": False}, set()),
     ],
@@ -132,6 +230,24 @@ def test_entities_per_rule(overrides: dict[str, Any], entities: set[str]) -> Non
         topic.removeprefix("homeassistant/").removesuffix("/config") for topic in configs(rule(**overrides))
     }
     assert found == {f"{e.split('/')[0]}/llm2mqtt/{e.split('/')[1]}" for e in entities}
+    # A rule without an image entity has its image config cleared (an empty retained message).
+    cleared = absent_images(NODE, [rule(**overrides)])
+    assert bool(cleared) == (not any(e.startswith("image/") for e in entities))
+    assert all(t.startswith("homeassistant/image/llm2mqtt/") and t.endswith("_image/config") for t in cleared)
+
+
+def test_text_only_rules_cannot_ask_for_an_image(tmp_path: Path) -> None:
+    note = "name: note\nhandler: todo_match\nmodel: m\nprompt: p\nhomeassistant: {image: true}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, "", note=note), {})
+    assert "homeassistant.image: a todo_match rule reads only text" in "\n".join(caught.value.problems)
+
+
+def test_placeholder_is_a_small_jpeg() -> None:
+    picture = placeholder_image()
+    assert picture[:2] == b"\xff\xd8"
+    assert len(picture) < 4000
+    assert Image.open(io.BytesIO(picture)).size == (160, 120)
 
 
 def test_entity_payloads_by_handler() -> None:
@@ -198,7 +314,12 @@ def test_entity_payloads_by_handler() -> None:
 def test_event_entity_picks_its_rules_finished_jobs(
     event: dict[str, Any], expected: dict[str, Any] | None
 ) -> None:
-    config = configs(rule())["homeassistant/event/llm2mqtt/front_door_lock_job/config"]
+    default = configs(rule())["homeassistant/event/llm2mqtt/front_door_lock_job/config"]
+    assert default["event_types"] == ["done", "failed"]
+    if event["type"] == "job_skipped":  # skips fire only when asked for: 144 a day at every: 10m
+        assert render(default["value_template"], event) == ""
+    options = {**LOCK["homeassistant"], "events": ["done", "failed", "skipped"]}
+    config = configs(rule(homeassistant=options))["homeassistant/event/llm2mqtt/front_door_lock_job/config"]
     assert config["event_types"] == ["done", "failed", "skipped"]
     rendered = render(config["value_template"], event)
     if expected is None:
@@ -318,6 +439,35 @@ def test_discovery_is_retained_and_image_published(daemon, collector: Collector,
     image = collector.wait_for("llm2mqtt/front_door_lock/image")[0]
     assert image.payload[:2] == b"\xff\xd8"  # the JPEG the model judged
     assert _retained(broker.port, "llm2mqtt/front_door_lock/image", 1)
+
+
+@pytest.mark.broker
+def test_pictures_only_where_a_rule_takes_them(
+    daemon, collector: Collector, broker: Mosquitto, ha_listener: Collector
+) -> None:
+    text_rule = {**TOPIC_RULE, "name": "room"}
+    # Left by an older version, which gave every rule an image entity (not in the published list).
+    old = "homeassistant/image/llm2mqtt/room_image/config"
+    collector.publish(old, json.dumps({"image_topic": "llm2mqtt/room/image"}), retain=True)
+    ha_listener.wait_for(old)
+    daemon([SNAPSHOT_RULE, text_rule])
+    collector.wait_for("llm2mqtt/bridge/state")
+    # Before the first job the image entity has a placeholder picture to show (not an HTTP 500).
+    image = "llm2mqtt/front_door_lock/image"
+    assert _retained(broker.port, image, 1)[image] == placeholder_image()
+    ha_listener.wait_for(old, where=lambda m: m.payload == b"")  # cleared
+    ha_listener.wait_for("homeassistant/sensor/llm2mqtt/room/config")
+    late = Collector(broker.port, ["homeassistant/#"])
+    try:
+        everything = len(discovery(NODE, [rule(**SNAPSHOT_RULE), rule(**text_rule)]))
+        late.wait_for("homeassistant/#", everything)
+        assert old not in {m.topic for m in late.messages}  # nothing retained there any more
+    finally:
+        late.close()
+    # The first judged picture replaces the placeholder.
+    collector.publish("cameras/front_door/snapshot", jpeg(230))
+    collector.wait_for("llm2mqtt/front_door_lock/result")
+    assert _retained(broker.port, image, 1)[image] != placeholder_image()
 
 
 @pytest.mark.broker
