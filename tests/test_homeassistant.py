@@ -7,7 +7,6 @@ from typing import Any
 
 import jinja2
 import pytest
-import yaml
 from PIL import Image
 
 from bridge.errors import ConfigError
@@ -26,6 +25,7 @@ from bridge.homeassistant import (
 from bridge.loader import load_config, rule_adapter
 from bridge.rules import RuleBase
 from tests.conftest import TOPIC_RULE
+from tests.ha_harness import blueprint_entity_filter, picker_offers
 from tests.mqtt_helpers import Collector, Mosquitto
 from tests.samples import jpeg
 
@@ -39,7 +39,9 @@ LOCK: dict[str, Any] = {
 }
 NODE = Node("llm2mqtt", "homeassistant", "1.2.3")
 ROOT = Path(__file__).resolve().parent.parent
-BLUEPRINTS = ROOT / "homeassistant" / "blueprints" / "automation" / "llm2mqtt"
+LOCK_BLUEPRINT = (
+    ROOT / "homeassistant" / "blueprints" / "automation" / "llm2mqtt" / "lock_unlocked_notify.yaml"
+)
 _jinja = jinja2.Environment(autoescape=False)
 
 
@@ -141,39 +143,19 @@ def test_lock_labels_make_a_lock_sensor(
     assert render(sensor["value_template"], {"answer": not on_when}) == "OFF"
 
 
-def _blueprint_filter(name: str, field: str) -> list[dict[str, Any]]:
-    """The entity filter of a blueprint input (what Home Assistant's entity picker offers)."""
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_constructor("!input", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
-    text = (BLUEPRINTS / name).read_text("utf-8")
-    blueprint = yaml.load(text, Loader=Loader)
-    found: list[dict[str, Any]] = blueprint["blueprint"]["input"][field]["selector"]["entity"]["filter"]
-    return found
-
-
-def picker_offers(filters: list[dict[str, Any]], component: str, payload: dict[str, Any]) -> bool:
-    """Whether an entity filter of a selector matches an entity (domain and device class)."""
-    return any(
-        f.get("domain", component) == component
-        and f.get("device_class", payload.get("device_class")) == payload.get("device_class")
-        for f in filters
-    )
-
-
 def test_the_shipped_lock_rule_fits_the_lock_blueprint() -> None:
     config = load_config(ROOT / "config.yaml", {})
     lock = next(r for r in config.rules if r.name == "front_door_lock")
     assert lock.homeassistant.device_class == "lock"
     sensor = configs(lock)["homeassistant/binary_sensor/llm2mqtt/front_door_lock/config"]
     assert render(sensor["value_template"], {"answer": True}) == "OFF"  # locked is off
-    filters = _blueprint_filter("lock_unlocked_notify.yaml", "lock_sensor")
-    assert picker_offers(filters, "binary_sensor", sensor)
-    assert not picker_offers(filters, "binary_sensor", {**sensor, "device_class": None})
-    image = configs(lock)["homeassistant/image/llm2mqtt/front_door_lock_image/config"]
-    assert picker_offers(_blueprint_filter("lock_unlocked_notify.yaml", "snapshot"), "image", image)
+    filters = blueprint_entity_filter(LOCK_BLUEPRINT, "lock_sensor")
+    assert picker_offers(filters, "binary_sensor.front_door_lock", sensor["device_class"])
+    assert not picker_offers(filters, "binary_sensor.front_door_lock", None)
+    assert "homeassistant/image/llm2mqtt/front_door_lock_image/config" in configs(lock)
+    assert picker_offers(
+        blueprint_entity_filter(LOCK_BLUEPRINT, "snapshot"), "image.front_door_lock_image", None
+    )
 
 
 SCHEDULED = {"schedule": {"every": "10m"}, "snapshot": {"url": "http://camera.local/snap.jpg"}}
