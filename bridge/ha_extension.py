@@ -98,9 +98,9 @@ class HomeAssistantExtension(Extension):
             link.publish(topic, b"", qos=1, retain=True)
         for topic, payload in self._configs.items():
             link.publish(topic, payload, qos=1, retain=True)
-        for name, rule in self.bridge.rules.items():
+        for name, shown in self.bridge.rules.items():
             # Home Assistant answers an image entity without a picture with HTTP 500.
-            if name not in self._images and has_image(rule) and rule.homeassistant.enabled:
+            if name not in self._images and has_image(shown) and shown.homeassistant.enabled:
                 link.publish(self._image_topic(name), placeholder_image(), qos=1, retain=True)
         for name, image in self._images.items():
             if name in self.bridge.rules:
