@@ -219,7 +219,7 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Path_, int], prefix:
         at = (*prefix, *loc)
         line = _line_of(lines, at)
         where = f" (line {line})" if line else ""
-        message = error["msg"].removeprefix("Value error, ")
+        message = plain_message(error)
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; `llm2mqtt schema` lists the keys)"
         elif error["type"] == "union_tag_invalid":
@@ -231,6 +231,68 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Path_, int], prefix:
             message = f"missing `handler:` (one of {', '.join(sorted(HANDLERS))})"
         out.append(f"{file}: {_format_path(at)}{where}: {message}")
     return out
+
+
+# What to write instead, for pydantic's error types (its own texts speak of "Input" and patterns).
+_WHAT_TO_WRITE: dict[str, str] = {
+    "int_parsing": "write a whole number, such as 2",
+    "int_type": "write a whole number, such as 2",
+    "int_from_float": "write a whole number, such as 2 (no decimals)",
+    "float_parsing": "write a number, such as 0.6",
+    "float_type": "write a number, such as 0.6",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write text (in quotes if it looks like a number, a date or yes/no)",
+    "list_type": "write a list: [a, b] or one `- item` per line",
+    "tuple_type": "write a list: [a, b] or one `- item` per line",
+    "dict_type": "write a mapping: `key: value` pairs",
+    "model_type": "write a mapping: `key: value` pairs",
+    "model_attributes_type": "write a mapping: `key: value` pairs",
+}
+# A rule name's pattern, said in words; other patterns are shown with an example where one helps.
+_NAME_HINT = "use lower-case letters, digits and _ (starting with a letter or digit), e.g. {example}"
+_PATTERN_HINTS: dict[str, str] = {
+    "icon": "write an icon as set:name, e.g. mdi:lock",
+    "due": "write a date as YYYY-MM-DD",
+}
+
+
+def plain_message(error: Any) -> str:
+    """One validation error as what to write, with the value that was found."""
+    kind, ctx, found = error["type"], error.get("ctx") or {}, error.get("input")
+    seen = f" (found {found!r})" if not isinstance(found, (dict, list)) else ""
+    last = error["loc"][-1] if error["loc"] else ""
+    if kind in _WHAT_TO_WRITE:
+        return _WHAT_TO_WRITE[kind] + seen
+    if kind in ("literal_error", "enum"):
+        return f"write {ctx.get('expected', 'one of the listed values')}{seen}"
+    bounds = {"greater_than_equal": "at least", "less_than_equal": "at most"}
+    bounds |= {"greater_than": "more than", "less_than": "less than"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {bounds[kind]} {limit}{seen}"
+    if kind == "string_too_short":
+        return (
+            "cannot be empty"
+            if ctx.get("min_length") == 1
+            else f"needs at least {ctx.get('min_length')} characters"
+        )
+    if kind == "string_too_long":
+        return f"is at most {ctx.get('max_length')} characters long"
+    if kind in ("too_short", "too_long"):
+        bound = (
+            f"at least {ctx.get('min_length')}" if kind == "too_short" else f"at most {ctx.get('max_length')}"
+        )
+        return f"needs {bound} items, found {ctx.get('actual_length')}"
+    if kind == "string_pattern_mismatch":
+        if last == "name":
+            example = homeassistant.slugify(found) if isinstance(found, str) else ""
+            return _NAME_HINT.format(example=example or "front_door_lock") + seen
+        hint = _PATTERN_HINTS.get(str(last))
+        return (hint or f"does not have the form this key takes (pattern {ctx.get('pattern')})") + seen
+    if kind == "missing":
+        return f"item {last + 1} is missing" if isinstance(last, int) else "required: add this key"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 class _Secrets:
