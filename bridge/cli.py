@@ -17,7 +17,7 @@ from bridge import __version__
 from bridge.config import Config
 from bridge.errors import ConfigError, Llm2MqttError
 from bridge.images import ImageError, prepare_image
-from bridge.loader import ENV_CONFIG, json_schema, load_config
+from bridge.loader import ENV_CONFIG, config_warnings, json_schema, load_config
 from bridge.ollama_backend import OllamaBackend, has_model
 from bridge.worker import ask_model, image_spec
 from handlers import PromptInput, handler_for
@@ -84,6 +84,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     from bridge.daemon import Bridge
 
     _setup_logging(config.settings.log_level)
+    for warning in config_warnings(config):
+        logging.getLogger("bridge").warning("%s", warning)
 
     async def serve() -> None:
         bridge = Bridge(config)
@@ -99,6 +101,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _check(config: Config, args: argparse.Namespace) -> int:
     rules = config.rules
     print(f"{config.path}: valid; {len(rules)} rule(s): {', '.join(r.name for r in rules) or 'none'}")
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     if not args.live:
         return 0
     problems = _check_broker(config) + asyncio.run(_check_ollama(config))

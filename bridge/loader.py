@@ -100,6 +100,16 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     )
 
 
+def config_warnings(config: Config) -> list[str]:
+    """Valid but probably not meant: said by `check` and logged at start, never fatal."""
+    folder = config.path.parent / config.settings.rules_dir
+    if not config.rules:
+        return [f"{folder}: no rules (no *.yaml files): nothing will run; add a rule file (README: Rules)"]
+    if not any(rule.enabled for rule in config.rules):
+        return [f"{folder}: every rule has `enabled: false`: nothing will run"]
+    return []
+
+
 def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[str]:
     """Checks that need more than one file: unique names, no rule consuming bridge output."""
     problems = []
