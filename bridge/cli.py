@@ -78,6 +78,9 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The HTTP client logs every request at INFO; the bridge says what it decided instead.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:

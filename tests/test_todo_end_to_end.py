@@ -1,6 +1,7 @@
 """Notes through the real daemon: Mosquitto, the Ollama stand-in as the model, the REST API."""
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 
 from bridge.todo.normalize import forms
 from bridge.todo.store import TodoStore
+from tests.conftest import LOCK_RULE
 from tests.mqtt_helpers import Collector, Daemon, Mosquitto, free_port, running
-from tests.ollama_standin import ChatRequest, OllamaStandin
+from tests.ollama_standin import ChatRequest, OllamaStandin, default_reply
+from tests.samples import jpeg
 
 pytestmark = pytest.mark.broker
 
@@ -297,3 +300,40 @@ def test_a_missing_embed_model_fails_the_note_with_what_to_do(
     error = collector.wait_for("llm2mqtt/todo_note/error")[0].json()["error"]
     assert "ollama pull bge-m3" in error
     assert len(ollama.requests) == 1  # the second note never reached the chat model
+
+
+def test_the_log_says_what_was_decided(
+    daemon: Callable[..., Any], collector: Collector, ollama: OllamaStandin
+) -> None:
+    """At info level: one line per finished job and per Todo change; no HTTP client lines."""
+    ollama.responder = lambda req: model(req) if req.model == RULE["model"] else default_reply(req)
+    port = free_port()
+    proc = daemon([LOCK_RULE, RULE], log_level="info", http={"enabled": True, "port": port})
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/todo", timeout=5) as api:
+        milk = api.post("/tasks", json={"title": "牛乳を買う", "genre": "shopping"}).json()["uid"]
+        collector.publish("cameras/front_door/snapshot", jpeg(230))
+        lock = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
+        collector.publish("llm2mqtt/todo/note", "ぎゅうにゅう買っといて")
+        note = collector.wait_for("llm2mqtt/todo_note/result")[0].json()
+    assert proc.stop() == 0
+    lines = proc.output().splitlines()
+    assert not [line for line in lines if "httpx" in line or "HTTP Request" in line]
+    decided = [line for line in lines if lock["job_id"] in line]
+    assert len(decided) == 1, lines
+    assert re.search(
+        r"INFO +bridge\.worker: front_door_lock: locked \(confidence \d\.\d\d\) "
+        r"from mqtt:cameras/front_door/snapshot; model \d+ ms, job ",
+        decided[0],
+    ), decided
+    todo = [line for line in lines if "todo:" in line]
+    assert len(todo) == 2, todo
+    assert f"todo: create '牛乳を買う' (uid {milk}) through the REST API" in todo[0]
+    assert (
+        f"todo: update '牛乳を買う' (uid {milk}) from note 'ぎゅうにゅう買っといて', confidence 0.90"
+        in todo[1]
+    )
+    assert any(
+        "todo_note: update (confidence 0.90) from mqtt:llm2mqtt/todo/note" in line and note["job_id"] in line
+        for line in lines
+    )

@@ -199,6 +199,13 @@ class TodoExtension(Extension):
         }
         if plan.why:
             body["why"] = plan.why
+        if plan.kind != "none":
+            task = after or before or {}
+            log.info(
+                "todo: %s %r (uid %s) from note %r, confidence %.2f%s",
+                plan.kind, task.get("title", plan.title), body["uid"], (prompt.text or "")[:80],
+                answer.fields["confidence"], f"; {plan.why}" if plan.why else "",
+            )  # fmt: skip
         messages = []
         if plan.kind != "none":
             messages.append(OutboxMessage(topic=self.event_topic, payload=dumps(body)))
@@ -309,5 +316,7 @@ class TodoExtension(Extension):
 
     def change_messages(self, change: Change) -> list[OutboxMessage]:
         """Event and list for a change made through the REST API."""
+        task = change.after or change.before or {}
+        log.info("todo: %s %r (uid %s) through the REST API", change.action, task.get("title"), change.uid)
         body = {**change.as_dict(), "change_id": change.id, "ts": iso(change.ts)}
         return [OutboxMessage(topic=self.event_topic, payload=dumps(body)), self.list_message()]
