@@ -355,7 +355,8 @@ class Bridge:
                     "name": rule.name,
                     "handler": rule.handler,
                     "model": rule.model,
-                    "inputs": [spec.mqtt for spec in rule.inputs],
+                    "inputs": [spec.mqtt for spec in rule.inputs]
+                    + [topic for feature in self.extensions for topic in feature.input_topics(rule)],
                 }
                 for rule in self.rules.values()
             ],

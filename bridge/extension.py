@@ -110,6 +110,10 @@ class Extension:
         """FastAPI routers this feature serves on the web server (after `start`)."""
         return []
 
+    def input_topics(self, rule: RuleBase) -> list[str]:
+        """Topics this feature turns into jobs of `rule`, besides its `inputs` (for bridge/info)."""
+        return []
+
     def on_connected(self) -> None:
         """The broker connection is (re)established."""
 

@@ -6,6 +6,7 @@ note so that it never changes anything twice; `after_done` publishes `<base>/tod
 and the retained `<base>/todo/list` in the job's own transaction.
 """
 
+import asyncio
 import datetime
 import logging
 import time
@@ -27,7 +28,7 @@ from bridge.todo.api import todo_router
 from bridge.todo.decide import Plan, plan_change
 from bridge.todo.embeddings import EmbeddingRanker
 from bridge.todo.ha_backend import HomeAssistantTodo
-from bridge.todo.normalize import fold
+from bridge.todo.normalize import fold, warm_up
 from bridge.todo.retrieval import CandidateIndex, fuse
 from bridge.todo.store import Change, Status, Task, TodoError, TodoStore
 from handlers.base import Answer, PromptInput
@@ -72,8 +73,9 @@ class TodoExtension(Extension):
     async def start(self, core: Core) -> None:
         self.core = core
         self.store = TodoStore(core.data_dir / "todo.sqlite3", genres=self.genres)
-        self.titles = {t.uid: t.title for t in self.store.tasks()}
-        self.index = CandidateIndex(self.titles.items())
+        # pykakasi reads its dictionaries on first use (about half a second) and the index reads
+        # every title: both now, off the loop, so the first note is as quick as the next.
+        self.titles, self.index = await asyncio.to_thread(self._read_titles)
         self.store.on_change(self._reindex)
         ha = self.settings.homeassistant
         self.ha = HomeAssistantTodo(ha) if self.settings.backend == "homeassistant" and ha else None
@@ -89,8 +91,17 @@ class TodoExtension(Extension):
         if self.ha is None:
             core.publish([self.list_message()], urgent=False)
 
+    def input_topics(self, rule: RuleBase) -> list[str]:
+        return [self.core.topics.todo_note] if self.rules and rule.name == min(self.rules) else []
+
     def routers(self) -> list[Any]:
         return [self._router] if self._router is not None else []
+
+    def _read_titles(self) -> tuple[dict[str, str], CandidateIndex]:
+        if self.rules:
+            warm_up()
+        titles = {t.uid: t.title for t in self.store.tasks()}
+        return titles, CandidateIndex(titles.items())
 
     def _reindex(self, before: Task | None, after: Task | None) -> None:
         if after is not None:

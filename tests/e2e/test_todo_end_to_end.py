@@ -337,3 +337,21 @@ def test_the_log_says_what_was_decided(
         "todo_note: update (confidence 0.90) from mqtt:llm2mqtt/todo/note" in line and note["job_id"] in line
         for line in lines
     )
+
+
+def test_a_fresh_daemon_lists_the_note_topic_and_is_ready_for_the_first_note(
+    daemon: Callable[..., Any], collector: Collector, ollama: OllamaStandin
+) -> None:
+    """bridge/info names the topic notes come on; kanji readings (pykakasi's dictionaries, about
+    0.5 s to load) are ready before the first note, so it is as quick as the next."""
+    ollama.responder = lambda req: reply(action="create", title="牛乳")
+    daemon([RULE, {**RULE, "name": "work_list"}])
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    info = collector.wait_for("llm2mqtt/bridge/info")[0].json()
+    inputs = {r["name"]: r["inputs"] for r in info["rules"]}
+    assert inputs == {"todo_note": ["llm2mqtt/todo/note"], "work_list": []}  # the first by name
+    collector.publish("llm2mqtt/todo/note", "牛乳きれてた")
+    timings = collector.wait_for("llm2mqtt/todo_note/result")[0].json()["timings"]
+    # The bridge's own part of the job: everything but waiting in the queue and the model.
+    own_ms = timings["total"] - timings["queued"] - timings["llm"]
+    assert own_ms < 250, timings
