@@ -30,7 +30,7 @@ from bridge.todo.embeddings import EmbeddingRanker
 from bridge.todo.ha_backend import HomeAssistantTodo
 from bridge.todo.normalize import fold, warm_up
 from bridge.todo.retrieval import CandidateIndex, fuse
-from bridge.todo.store import Change, Status, Task, TodoError, TodoStore
+from bridge.todo.store import Change, Status, Task, TodoError, TodoStore, public
 from handlers.base import Answer, PromptInput
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,7 @@ class TodoExtension(Extension):
             after, change_id = await self._apply(plan, job, source)
         except TodoError as exc:
             raise AnswerError(f"the Todo list refused the change: {exc}") from None
+        before, after = (public(task) if task else None for task in (before, after))
         now = time.time()
         note = {"text": (prompt.text or "")[:500], "id": job.input.get("id")}
         if prompt.fields.get("source") is not None:
@@ -329,5 +330,5 @@ class TodoExtension(Extension):
         """Event and list for a change made through the REST API."""
         task = change.after or change.before or {}
         log.info("todo: %s %r (uid %s) through the REST API", change.action, task.get("title"), change.uid)
-        body = {**change.as_dict(), "change_id": change.id, "ts": iso(change.ts)}
+        body = {**public(change.as_dict()), "change_id": change.id}
         return [OutboxMessage(topic=self.event_topic, payload=dumps(body)), self.list_message()]

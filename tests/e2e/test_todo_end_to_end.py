@@ -201,6 +201,13 @@ def test_rest_api_lists_filters_changes_and_undoes(todo_daemon: dict[str, Any], 
     api, uids = todo_daemon["api"], todo_daemon["uids"]
     bill = uids["Pay electricity bill"]
     assert api.get("/tasks", params={"q": "electricity"}).json()["count"] == 1
+    # The same reading of a title as note matching: kana, romaji, width and case.
+    for query in ("ぎゅうにゅう", "gyuunyuu", "ＥＬＥＣＴＲＩＣＩＴＹ"):
+        titles = [t["title"] for t in api.get("/tasks", params={"q": query}).json()["items"]]
+        assert titles == ["Pay electricity bill" if query.startswith("Ｅ") else "牛乳を買う"], (query, titles)
+    # Times are ISO 8601 strings, as on MQTT.
+    task = api.get(f"/tasks/{bill}").json()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", task["created"]), task
     assert api.patch(f"/tasks/{bill}", json={"due": "2026-12-24", "genre": "household"}).status_code == 200
     assert api.get("/tasks", params={"genre": "household"}).json()["items"][0]["uid"] == bill
     assert api.patch(f"/tasks/{bill}", json={"genre": "toys"}).status_code == 422
@@ -218,6 +225,9 @@ def test_rest_api_lists_filters_changes_and_undoes(todo_daemon: dict[str, Any], 
     assert "/api/todo/tasks/{uid}" in spec["paths"]
     published = collector.wait_for("llm2mqtt/todo/event", where=lambda m: m.json()["action"] == "delete")
     assert published[0].json()["before"]["uid"] == bill
+    assert published[0].json()["before"]["updated"].endswith("Z")
+    assert history[0]["ts"].endswith("Z")
+    assert history[0]["after"]["created"] == task["created"]
 
 
 def test_rest_api_token(daemon: Callable[..., Any], collector: Collector) -> None:
