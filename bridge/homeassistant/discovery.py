@@ -218,23 +218,24 @@ def rule_entities(node: Node, rule: RuleBase) -> list[tuple[str, dict[str, Any]]
     kinds = [kind for kind in EVENT_TYPES if kind in options.events]
     types = ", ".join(f"'job_{kind}'" for kind in kinds)
     event_template = (
-        f"{{% if value_json.rule == '{rule.name}' and value_json.type in ({types},) %}}"
+        f"{{% if value_json.rule == '{rule.name}' and value_json.type in [{types}] %}}"
         "{{ {'event_type': value_json.type[4:], 'job_id': value_json.job_id, "
         "'error': value_json.error | default(value_json.reason | default(none))} | tojson }}{% endif %}"
     )
-    entities.append(
-        _entity(
-            node,
-            "event",
-            f"{slug}_job",
-            device,
-            name="Job",
-            state_topic=topics.event,
-            value_template=event_template,
-            event_types=kinds,
-            entity_category="diagnostic",
+    if kinds:  # `events: []`: no event entity at all
+        entities.append(
+            _entity(
+                node,
+                "event",
+                f"{slug}_job",
+                device,
+                name="Job",
+                state_topic=topics.event,
+                value_template=event_template,
+                event_types=kinds,
+                entity_category="diagnostic",
+            )
         )
-    )
     if rule.snapshot is not None:
         entities.append(
             _entity(

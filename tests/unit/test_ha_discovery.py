@@ -197,6 +197,7 @@ TODO = {"handler": "todo_match", "labels": None, "homeassistant": None, "name": 
             },
         ),
         (TODO, {"sensor/todo_note", "event/todo_note_job"}),
+        ({**TODO, "homeassistant": {"events": []}}, {"sensor/todo_note"}),
         ({**TODO, "image": {"max_side": 512}}, {"sensor/todo_note", "event/todo_note_job"}),
         ({"homeassistant": {"enabled": False}}, set()),
         ({"enabled": False}, set()),
