@@ -15,7 +15,9 @@ from bridge.config.settings import Settings
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.metrics import Metrics
 from bridge.pipeline.mqtt import Inbound
+from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Sink
 from bridge.pipeline.queue import JobTraits
 from bridge.pipeline.runner import RuleStats
@@ -90,6 +92,30 @@ class Core(Protocol):
 
     async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
         """Ask the backend to load `model` ahead of a job; raises BackendError."""
+
+    @property
+    def backend(self) -> OllamaBackend:
+        """The model server: models, loaded models, pulls."""
+
+    @property
+    def metrics(self) -> Metrics:
+        """The daemon's Prometheus registry and what it reads."""
+
+    @property
+    def config_path(self) -> Path:
+        """The config.yaml the daemon was started with (for a reload)."""
+
+    def replace_rule(self, rule: RuleBase) -> None:
+        """Swap a rule for a changed one of the same name: the next job runs with it."""
+
+    def set_restart_required(self, paths: list[str]) -> None:
+        """Record what a reload could not apply, and republish bridge/info with it."""
+
+    def blob(self, digest: str) -> bytes:
+        """A picture kept in the journal by its hash; KeyError when it is gone."""
+
+    def put_blob(self, data: bytes) -> str:
+        """Keep bytes in the journal once, by content hash; returns the hash."""
 
 
 class Extension:
