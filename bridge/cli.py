@@ -6,19 +6,16 @@ import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import __version__
 from bridge.config.loader import ENV_CONFIG, config_warnings, json_schema, load_config
 from bridge.config.settings import Config
 from bridge.errors import ConfigError, Llm2MqttError
 from bridge.pipeline.images import ImageError
-from bridge.pipeline.ollama_backend import OllamaBackend, has_model
+from bridge.pipeline.ollama_backend import OllamaBackend
+from bridge.pipeline.payloads import accepts_problem
 from bridge.pipeline.trial import prepare, run_trial
 from handlers import handler_for
 
@@ -142,60 +139,23 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.live:
         return 0
-    problems = _check_broker(config) + asyncio.run(_check_ollama(config))
     from bridge.aws.check import aws_problems  # boto3 is imported only when checking
+    from bridge.live_check import run_checks
 
-    problems += aws_problems(config.settings.aws, config.rules)
+    report = run_checks(config, print)
+    problems = report.problems
+    try:
+        problems += aws_problems(config.settings.aws, config.rules)
+    except Exception as exc:
+        problems.append(f"checking AWS failed: {type(exc).__name__}: {exc}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return 1
     print("broker and Ollama reachable; every rule's model is pulled")
     return 0
-
-
-def _check_broker(config: Config) -> list[str]:
-    mqtt = config.settings.mqtt
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{mqtt.client_id}-check")
-    user, password = mqtt.credentials()
-    if user is not None:
-        client.username_pw_set(user, password)
-    if mqtt.use_tls:
-        client.tls_set(ca_certs=mqtt.tls.ca_certs if mqtt.tls else None)
-    outcome: dict[str, Any] = {}
-    client.on_connect = lambda c, u, f, reason, p: outcome.setdefault("reason", reason)
-    try:
-        client.connect(mqtt.host, mqtt.port, keepalive=10)
-    except OSError as exc:
-        return [f"cannot reach the broker at {mqtt.safe_url()}: {exc}"]
-    deadline = time.monotonic() + 5
-    while "reason" not in outcome and time.monotonic() < deadline:
-        client.loop(timeout=0.1)
-    client.disconnect()
-    reason = outcome.get("reason")
-    if reason is None:
-        return [f"the broker at {mqtt.safe_url()} did not answer the connection within 5s"]
-    if reason.is_failure:
-        return [f"the broker at {mqtt.safe_url()} refused the connection: {reason}"]
-    print(f"broker at {mqtt.safe_url()}: connected")
-    return []
-
-
-async def _check_ollama(config: Config) -> list[str]:
-    backend = OllamaBackend(config.settings.ollama)
-    try:
-        pulled = await backend.models()
-    except Llm2MqttError as exc:
-        return [str(exc)]
-    finally:
-        await backend.close()
-    print(f"Ollama at {backend.url}: {len(pulled)} model(s) pulled")
-    return [
-        f"{config.rule_files.get(rule.name, '?')}: model: '{rule.model}' is not pulled; "
-        f"run `ollama pull {rule.model}`"
-        for rule in config.rules
-        if not has_model(pulled, rule.model)
-    ]
 
 
 def _try(config: Config, args: argparse.Namespace) -> int:
@@ -214,6 +174,10 @@ def _try(config: Config, args: argparse.Namespace) -> int:
         except ImageError as exc:
             print(f"error: {args.image}: {exc}", file=sys.stderr)
             return EXIT_INVALID
+    problem = accepts_problem(rule.accepted, has_image=image is not None, has_text=args.text is not None)
+    if problem:
+        print(f"error: {rule.name}: {problem}", file=sys.stderr)
+        return EXIT_INVALID
 
     async def once() -> dict[str, Any]:
         backend = OllamaBackend(config.settings.ollama)

@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (rule, dedupe_key) WHERE dedupe_k
 CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (rule, payload_hash, created);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished) WHERE finished IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_image ON jobs (image) WHERE image IS NOT NULL;
+CREATE TABLE IF NOT EXISTS waiters (
+    job_id  TEXT NOT NULL,
+    reply   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     topic   TEXT NOT NULL,
@@ -318,6 +322,9 @@ class Journal:
                 (state, self._clock(), _dumps(result), error, job_id),
             )
             self._add_messages(db, messages, job_id=job_id)
+            if state in ("failed", "dead"):
+                # Nobody will look at a failed job's image again: free its space now.
+                db.execute(_DROP_FAILED_BLOB, (job_id, job_id))
 
     def requeue(
         self, job_id: str, *, not_before: float, error: str | None = None, refund: bool = False
@@ -355,6 +362,49 @@ class Journal:
                 (cutoff,),
             )
         return removed
+
+    def size(self) -> int:
+        """Bytes the journal's data takes (free pages, which SQLite reuses, not counted)."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def drop_finished_images(self, target: int) -> int:
+        """Delete images that only finished jobs use, oldest first, until the data is under
+        `target` bytes; the jobs themselves stay (their ids still dedupe). Returns how many."""
+        dropped = 0
+        while self.size() > target:
+            with self._write() as db:
+                removed = db.execute(
+                    "DELETE FROM blobs WHERE hash IN (SELECT hash FROM blobs WHERE NOT EXISTS"
+                    " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash AND jobs.finished IS NULL)"
+                    " ORDER BY created LIMIT 50)"
+                ).rowcount
+            self.commit()
+            if not removed:
+                break
+            dropped += removed
+        return dropped
+
+    # -- requesters waiting for another request's job ------------------------------------
+
+    def add_waiter(self, job_id: str, reply: dict[str, Any]) -> None:
+        """Someone asked again while `job_id` runs; `reply` is where its answer goes too."""
+        with self._write() as db:
+            db.execute("INSERT INTO waiters (job_id, reply) VALUES (?, ?)", (job_id, json.dumps(reply)))
+
+    def waiters(self) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for job_id, reply in self._db.execute("SELECT job_id, reply FROM waiters ORDER BY rowid"):
+            found.setdefault(job_id, []).append(json.loads(reply))
+        return found
+
+    def remove_waiters(self, job_id: str, messages: Iterable[OutboxMessage]) -> None:
+        """The job finished: queue the answers to its waiters and forget them, in one transaction."""
+        with self._write() as db:
+            db.execute("DELETE FROM waiters WHERE job_id = ?", (job_id,))
+            self._add_messages(db, messages)
 
     # -- outbox -----------------------------------------------------------------------
 
@@ -428,6 +478,12 @@ class Journal:
     def outbox_size(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
+
+_DROP_FAILED_BLOB = (
+    "DELETE FROM blobs WHERE hash = (SELECT image FROM jobs WHERE id = ?) AND NOT EXISTS"
+    " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash AND jobs.id != ?"
+    " AND jobs.state NOT IN ('failed', 'dead'))"
+)
 
 _JOB_COLUMNS = (
     "id, rule, source, state, priority, created, attempts, input, image, started, finished,"
