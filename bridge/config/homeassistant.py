@@ -40,7 +40,8 @@ class RuleHomeAssistant(StrictModel):
     image: bool | None = Field(
         None,
         description="Show the last judged image as an image entity. Default: yes when the rule "
-        "has an `image:` or `snapshot:` key (never for text-only handlers such as todo_match)",
+        "takes pictures (accepts image or any, or an `image:` or `snapshot:` section; never for "
+        "text-only handlers such as todo_match)",
     )
     events: list[EventType] = Field(
         list(DEFAULT_EVENTS),

@@ -80,13 +80,16 @@ def device_class(rule: RuleBase) -> str | None:
 
 
 def has_image(rule: RuleBase) -> bool:
-    """Whether the rule gets an image entity: it is configured to take pictures."""
+    """Whether the rule gets an image entity: it takes pictures (`accepts`, or an `image:` or
+    `snapshot:` section), unless `homeassistant.image` says otherwise."""
     if rule.handler in TEXT_ONLY_HANDLERS:
         return False
     options = rule.homeassistant
     if options is not None and options.image is not None:
         return options.image
-    return rule.snapshot is not None or "image" in rule.model_fields_set
+    if rule.accepts is not None:  # said outright: a rule that accepts any input may get pictures
+        return rule.accepts != "text"
+    return rule.accepted == "image"  # an image: or snapshot: section
 
 
 def on_answer(rule: RuleBase) -> bool:

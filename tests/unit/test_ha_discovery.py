@@ -196,6 +196,25 @@ TODO = {"handler": "todo_match", "labels": None, "homeassistant": None, "name": 
                 "switch/front_door_lock_paused",
             },
         ),
+        (  # accepts said outright
+            {
+                "handler": "classify",
+                "labels": ["a", "b"],
+                "homeassistant": None,
+                "name": "room",
+                "accepts": "any",
+            },
+            {"sensor/room", "image/room_image", "event/room_job"},
+        ),
+        (
+            {**SCHEDULED, "accepts": "text"},
+            {
+                "binary_sensor/front_door_lock",
+                "event/front_door_lock_job",
+                "button/front_door_lock_check",
+                "switch/front_door_lock_paused",
+            },
+        ),
         (TODO, {"sensor/todo_note", "event/todo_note_job"}),
         ({**TODO, "homeassistant": {"events": []}}, {"sensor/todo_note"}),
         ({**TODO, "image": {"max_side": 512}}, {"sensor/todo_note", "event/todo_note_job"}),
