@@ -74,6 +74,11 @@ _OUTBOX_INDEXES = (
     "CREATE INDEX IF NOT EXISTS outbox_sink ON outbox (sink, id)",
     "CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id) WHERE job_id IS NOT NULL",
 )
+# `detail`: what the web console's job page shows and results do not carry (the prompt and
+# schema sent, the model's raw answers, each attempt's error), written by the finishing write.
+_JOB_COLUMNS_ADDED = {"detail": "ALTER TABLE jobs ADD COLUMN detail TEXT"}
+# A rule's history, newest first, page by page (job ids sort by time): the web console.
+_JOB_INDEXES = ("CREATE INDEX IF NOT EXISTS jobs_rule_id ON jobs (rule, id)",)
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,11 @@ class Journal:
         for column, statement in _OUTBOX_COLUMNS.items():
             if column not in present:
                 self._db.execute(statement)
-        for statement in _OUTBOX_INDEXES:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, statement in _JOB_COLUMNS_ADDED.items():
+            if column not in present:
+                self._db.execute(statement)
+        for statement in (*_OUTBOX_INDEXES, *_JOB_INDEXES):
             self._db.execute(statement)
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
@@ -158,6 +167,8 @@ class Journal:
         self._soon: asyncio.Handle | None = None
         self._lazy: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._taps: list[Callable[[list[OutboxMessage]], None]] = []
+        self._tapped: list[OutboxMessage] = []
 
     # -- transactions -----------------------------------------------------------------
 
@@ -199,6 +210,14 @@ class Journal:
         callbacks, self._after = self._after, []
         for callback in [*callbacks, *self._listeners]:
             callback()
+        if self._tapped:
+            tapped, self._tapped = self._tapped, []
+            for tap in self._taps:
+                tap(tapped)
+
+    def tap_messages(self, tap: Callable[[list[OutboxMessage]], None]) -> None:
+        """Show `tap` every outbox message once it is committed (the web console's live view)."""
+        self._taps.append(tap)
 
     def on_every_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit (the outbox sends what became durable)."""
@@ -291,8 +310,8 @@ class Journal:
         return row[0] if row else None
 
     def get(self, job_id: str) -> Job | None:
-        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
 
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
@@ -314,12 +333,15 @@ class Journal:
         result: dict[str, Any] | None = None,
         error: str | None = None,
         messages: Iterable[OutboxMessage] = (),
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """Record the outcome and queue its messages, in one transaction."""
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
-                (state, self._clock(), _dumps(result), error, job_id),
+                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ?,"
+                " detail = CASE WHEN ?5 IS NULL THEN detail ELSE json_patch(coalesce(detail, '{}'), ?5) END"
+                " WHERE id = ?6",
+                (state, self._clock(), _dumps(result), error, _dumps(detail), job_id),
             )
             self._add_messages(db, messages, job_id=job_id)
             if state in ("failed", "dead"):
@@ -336,6 +358,13 @@ class Journal:
                 " attempts = attempts - ? WHERE id = ?",
                 (not_before, error, int(refund), job_id),
             )
+            if error is not None and not refund:
+                # Each attempt's error, for the web console's job page (`error` keeps the last).
+                db.execute(
+                    "UPDATE jobs SET detail = json_insert(coalesce(detail, '{\"errors\": []}'),"
+                    " '$.errors[#]', json_object('attempt', attempts, 'error', ?, 'ts', ?)) WHERE id = ?",
+                    (error, self._clock(), job_id),
+                )
 
     def open_jobs(self) -> list[OpenJob]:
         """Queued and running jobs (running ones were cut off by a stop or a crash)."""
@@ -416,6 +445,7 @@ class Journal:
         self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
     ) -> None:
         now = self._clock()
+        messages = list(messages)
         db.executemany(
             "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -424,6 +454,8 @@ class Journal:
                 for m in messages
             ],
         )
+        if self._taps:
+            self._tapped.extend(m if m.job_id or not job_id else _with_job(m, job_id) for m in messages)
 
     def pending_messages(
         self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
@@ -465,11 +497,11 @@ class Journal:
     def last_done(self, rule: str) -> Job | None:
         """The rule's last finished job that has a result."""
         row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
             " ORDER BY finished DESC LIMIT 1",
             (rule,),
         ).fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def delete_messages(self, ids: Iterable[int]) -> None:
         with self._write() as db:
@@ -485,13 +517,13 @@ _DROP_FAILED_BLOB = (
     " AND jobs.state NOT IN ('failed', 'dead'))"
 )
 
-_JOB_COLUMNS = (
+JOB_COLUMNS = (
     "id, rule, source, state, priority, created, attempts, input, image, started, finished,"
     " not_before, result, error, dedupe_key"
 )
 
 
-def _job(row: tuple[Any, ...]) -> Job:
+def job_from_row(row: tuple[Any, ...]) -> Job:
     return Job(
         id=row[0],
         rule=row[1],
@@ -509,6 +541,10 @@ def _job(row: tuple[Any, ...]) -> Job:
         error=row[13],
         dedupe_key=row[14],
     )
+
+
+def _with_job(message: OutboxMessage, job_id: str) -> OutboxMessage:
+    return OutboxMessage(**{**message.__dict__, "job_id": job_id})
 
 
 def _dumps(value: Any) -> str | None:
