@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = "(top)"  # the text before the first `##`: what the project is and how to set it up
-ESSENTIAL = [TOP, "Commands", "Rules", "Configuration", "Home Assistant", "Todo notes"]
+ESSENTIAL = [TOP, "Install and run", "Commands", "Rules", "Configuration", "Home Assistant", "Todo notes"]
 _MARKER = re.compile(r"^<!-- en: (.+?) -->$")
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _INLINE = re.compile(r"`([^`]+)`")
