@@ -17,7 +17,7 @@ from bridge.config.redact import effective_config
 from bridge.config.rules import RuleBase
 from bridge.config.settings import Config
 from bridge.errors import BackendError
-from bridge.extension import Extension
+from bridge.extension import Extension, input_topics
 from bridge.features import build_features
 from bridge.pipeline import heartbeat
 from bridge.pipeline.intake import Intake, Submission
@@ -383,8 +383,7 @@ class Bridge:
                     "name": rule.name,
                     "handler": rule.handler,
                     "model": rule.model,
-                    "inputs": [spec.mqtt for spec in rule.inputs]
-                    + [topic for feature in self.extensions for topic in feature.input_topics(rule)],
+                    "inputs": input_topics(rule, self.extensions),
                 }
                 for rule in self.rules.values()
             ],

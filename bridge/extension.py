@@ -178,3 +178,8 @@ class Extension:
     def after_failed(self, job: Job, error: str) -> list[OutboxMessage]:
         """Extra messages to publish with a failed or dead job."""
         return []
+
+
+def input_topics(rule: RuleBase, features: Iterable[Extension]) -> list[str]:
+    """Every topic that becomes a job of `rule`: its `inputs` and what features route to it."""
+    return [spec.mqtt for spec in rule.inputs] + [t for f in features for t in f.input_topics(rule)]
