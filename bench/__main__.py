@@ -7,7 +7,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import floods, images_bench, schedule_bench, spine, sqs_bench, todo_bench, web_bench
+from bench import (
+    backends_bench,
+    floods,
+    images_bench,
+    outage_bench,
+    schedule_bench,
+    spine,
+    sqs_bench,
+    todo_bench,
+    web_bench,
+)
 from bench.common import env_note
 
 
@@ -27,6 +37,9 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "burst": lambda quick: floods.burst(jobs=2000 if quick else 10_000),
     "burst_receive_max_20": lambda quick: floods.burst(jobs=2000 if quick else 10_000, receive_maximum=20),
     "durability": lambda quick: floods.durability(*((300, 5, 150) if quick else (1000, 5, 500))),
+    "outage": lambda quick: outage_bench.outage(down=20 if quick else 60),
+    "two_hosts": lambda quick: backends_bench.two_hosts(jobs=80 if quick else 200),
+    "shared_group": lambda quick: backends_bench.shared_group(jobs=500 if quick else 2000),
 }
 
 

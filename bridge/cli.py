@@ -179,10 +179,17 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
 
 
 def _check(config: "Config", args: argparse.Namespace) -> int:
+    from bridge.config.loader import config_warnings
+    from bridge.config.settings import leaves_the_house
+
     rules = config.rules
     print(f"{config.path}: valid; {len(rules)} rule(s): {', '.join(r.name for r in rules) or 'none'}")
-    from bridge.config.loader import config_warnings
-
+    backends = config.settings.backend_settings()
+    for rule in rules:
+        remote, images = leaves_the_house(rule, backends)
+        if remote:
+            what = "text and images" if images else "text only (images stay home)"
+            print(f"{rule.name}: may leave the house: {what} to {', '.join(remote)}")
     for warning in config_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     if not args.live:
@@ -209,8 +216,9 @@ def _check(config: "Config", args: argparse.Namespace) -> int:
 def _try(config: "Config", args: argparse.Namespace) -> int:
     import asyncio
 
+    from bridge.config.settings import rule_backends
+    from bridge.pipeline.backend_pool import build_pool
     from bridge.pipeline.images import ImageError
-    from bridge.pipeline.ollama_backend import OllamaBackend
     from bridge.pipeline.payloads import accepts_problem
     from bridge.pipeline.trial import prepare, run_trial
     from handlers import handler_for
@@ -237,11 +245,14 @@ def _try(config: "Config", args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     async def once() -> dict[str, Any]:
-        backend = OllamaBackend(config.settings.ollama)
+        pool = build_pool(config.settings)
+        backends = rule_backends(rule, config.settings.backend_settings(), image=image is not None)
         try:
-            trial = await run_trial(backend, handler_for(rule), rule, text=args.text, image=image)
+            trial = await run_trial(
+                pool, handler_for(rule), rule, text=args.text, image=image, backends=backends
+            )
         finally:
-            await backend.close()
+            await pool.close()
         return trial.result(rule)
 
     print(json.dumps(asyncio.run(once()), indent=2, ensure_ascii=False))

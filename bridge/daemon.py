@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
@@ -16,10 +15,11 @@ from bridge import __version__
 from bridge.config.redact import effective_config
 from bridge.config.rules import RuleBase
 from bridge.config.settings import Config
-from bridge.errors import BackendError
 from bridge.extension import Extension, input_topics
 from bridge.features import build_features
 from bridge.pipeline import heartbeat
+from bridge.pipeline.backend_pool import BackendPool, build_pool, without_userinfo
+from bridge.pipeline.health import HealthReporter
 from bridge.pipeline.intake import Intake, Submission
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
 from bridge.pipeline.metrics import Metrics, MetricsSource
@@ -33,7 +33,6 @@ from bridge.pipeline.topics import Topics
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-MODELS_EVERY = 60.0
 
 
 class Bridge:
@@ -55,9 +54,6 @@ class Bridge:
         self._accepting = False
         self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
         self._last_stats = b""
-        self._last_models = b""
-        self._models_calls = -1
-        self._models_at = 0.0
         self.extensions: list[Extension] = []
         self.config_path = config.path
         self.restart_required: list[str] = []  # changes on disk that wait for a restart (reload)
@@ -66,7 +62,11 @@ class Bridge:
         self.outbox: Outbox
         self.intake: Intake
         self.runner: Runner
+        self.pool: BackendPool
+        self.health: HealthReporter
+        # The first Ollama backend: what backend/models, backend/pull and preloading talk to.
         self.backend: OllamaBackend
+        self._ollama: list[OllamaBackend] = []
         self.metrics: Metrics
 
     def stop(self) -> None:
@@ -90,10 +90,14 @@ class Bridge:
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
         )
-        self.backend = OllamaBackend(self.settings.ollama)
+        self.pool = build_pool(self.settings, clock=self._clock, on_change=lambda: self.health.changed())
+        self.health = HealthReporter(self.link, self.pool, self.topics, self.settings.mqtt)
+        self._ollama = [m.server for m in self.pool.members.values() if isinstance(m.server, OllamaBackend)]
+        # Without any Ollama backend, requests about Ollama see the `ollama:` settings (unused).
+        self.backend = self._ollama[0] if self._ollama else OllamaBackend(self.settings.ollama)
         self.runner = Runner(
             self.journal,
-            self.backend,
+            self.pool,
             self.outbox,
             self.queue,
             self.rules,
@@ -102,7 +106,7 @@ class Bridge:
             clock=self._clock,
         )
         self.metrics = Metrics(
-            MetricsSource(self.runner, self.intake, self.queue, self.journal, [self.backend])
+            MetricsSource(self.runner, self.intake, self.queue, self.journal, self._ollama or [self.backend])
         )
         self.runner.observers.append(self.metrics.job_done)
         self.extensions = build_features(self.config)
@@ -114,22 +118,21 @@ class Bridge:
             log.info("resuming %d job(s) from the journal", resumed)
         for rule in self.rules.values():
             for spec in rule.inputs:
-                self.link.subscribe(spec.mqtt, spec.qos)
-        self.link.subscribe(self.topics.run_filter, 1)
+                self.link.subscribe(spec.mqtt, spec.qos, shared=True)
+        self.link.subscribe(self.topics.run_filter, 1, shared=True)
         self._accepting = True
         self.link.start()
-        workers = [
-            asyncio.create_task(self._work(), name=f"worker-{i}")
-            for i in range(self.settings.ollama.parallel)
-        ]
+        self.pool.start()
+        # One worker per slot: together they can fill every backend's `parallel`.
+        slots = sum(member.parallel for member in self.pool.members.values())
+        workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(slots)]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
         alive = heartbeat.start(self.data_dir, lambda: {"mqtt": self.link.connected, "load": self.load()})
         log.info(
-            "llm2mqtt %s running: %d rule(s), Ollama at %s (parallel %d)",
+            "llm2mqtt %s running: %d rule(s); %s",
             __version__,
             len(self.rules),
-            self.backend.url,
-            self.settings.ollama.parallel,
+            "; ".join(f"{m.label} (parallel {m.parallel})" for m in self.pool.members.values()),
         )
         try:
             await self._stop.wait()
@@ -145,6 +148,8 @@ class Bridge:
 
     async def _work(self) -> None:
         while True:
+            # While no backend answers, jobs stay in the queue: none is started only to be held.
+            await self.pool.wait_usable()
             try:
                 job_id = await self.queue.get()
             except QueueClosed:
@@ -160,7 +165,8 @@ class Bridge:
                 if removed:
                     log.info("pruned %d finished job(s) past retention", removed)
             self._publish_stats()
-            await self._publish_models()
+            await self.health.refresh_models()
+            self.health.publish()
             await asyncio.sleep(self.settings.stats_interval)
 
     def stats_payload(self) -> dict[str, Any]:
@@ -168,7 +174,7 @@ class Bridge:
         rules = {name: stats.as_dict() for name, stats in self.runner.stats.items()}
         latest = [s.last_model_ms for s in self.runner.stats.values() if s.last_model_ms is not None]
         return {
-            "queue_depth": len(self.queue),
+            "queue_depth": len(self.queue) + self.pool.held,  # held jobs wait for a backend
             "running": len(self.runner.running),
             "jobs_failed": sum(s.failed for s in self.runner.stats.values()) + self.intake.counts["rejected"],
             "jobs_done": sum(s.done for s in self.runner.stats.values()),
@@ -176,22 +182,6 @@ class Bridge:
             "outbox": self.outbox.in_flight,
             "rules": rules,
         }
-
-    async def _publish_models(self) -> None:
-        """bridge/models: what Ollama has loaded, after model calls and once a minute."""
-        calls = self.backend.calls
-        if calls == self._models_calls and time.monotonic() - self._models_at < MODELS_EVERY:
-            return
-        self._models_calls, self._models_at = calls, time.monotonic()
-        try:
-            loaded = await self.backend.loaded()
-        except BackendError as exc:
-            log.debug("cannot list the loaded models: %s", exc)
-            return
-        payload = json.dumps(sorted(loaded)).encode()
-        if payload != self._last_models and self.link.connected:
-            self.link.publish(self.topics.models, payload, qos=1, retain=True)
-            self._last_models = payload
 
     def _publish_stats(self) -> None:
         payload = json.dumps(self.stats_payload(), sort_keys=True).encode()
@@ -204,6 +194,7 @@ class Bridge:
         log.info("stopping: no new input; letting running jobs finish")
         self._accepting = False
         self.queue.close()
+        self.pool.closing()  # jobs waiting for a slot go back to the journal
         housekeeping.cancel()
         grace = self.settings.shutdown_grace
         _, pending = await asyncio.wait(workers, timeout=grace) if workers else (set(), set())
@@ -226,7 +217,9 @@ class Bridge:
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
         self.link.stop()
-        await self.backend.close()
+        await self.pool.close()
+        if not self._ollama:
+            await self.backend.close()
         self.journal.close()
         log.info("stopped")
 
@@ -240,6 +233,7 @@ class Bridge:
     # -- events from the link (on the loop) --------------------------------------------
 
     def _on_connected(self) -> None:
+        self.health.on_connected()
         self.outbox.on_connected()
         for extension in self.extensions:
             extension.on_connected()
@@ -321,6 +315,8 @@ class Bridge:
         return len(self.queue) + len(self.runner.running)
 
     async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
+        if not self._ollama:
+            return  # no Ollama: OpenAI-compatible servers load models on their own
         await self.backend.chat(
             model=model, messages=[], schema=None, keep_alive=keep_alive, deadline=deadline
         )
@@ -375,8 +371,17 @@ class Bridge:
             "version": __version__,
             "base_topic": self.topics.base,
             "ollama": {
-                "url": _without_userinfo(self.settings.ollama.url),
+                "url": without_userinfo(self.settings.ollama.url),
                 "parallel": self.settings.ollama.parallel,
+            },
+            "backends": {
+                name: {
+                    "type": m.kind,
+                    "url": without_userinfo(m.server.url),
+                    "parallel": m.parallel,
+                    "local": m.local,
+                }
+                for name, m in self.pool.members.items()
             },
             "rules": [
                 {
@@ -392,9 +397,3 @@ class Bridge:
             "restart_required": self.restart_required,
         }
         return json.dumps(info, ensure_ascii=False).encode()
-
-
-def _without_userinfo(url: str) -> str:
-    """A URL as it may be shown: any user:password@ part removed."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bridge.config.rules import RuleBase
 from bridge.config.settings import Settings
+from bridge.pipeline.backend_pool import BackendPool
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
@@ -104,7 +105,11 @@ class Core(Protocol):
 
     @property
     def backend(self) -> OllamaBackend:
-        """The model server: models, loaded models, pulls."""
+        """The first Ollama backend: models, loaded models, pulls."""
+
+    @property
+    def pool(self) -> BackendPool:
+        """Every backend: their health (bridge/health), and asking a rule's question through them."""
 
     @property
     def metrics(self) -> Metrics:

@@ -18,10 +18,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config.rules import RuleBase
-from bridge.config.settings import Config, MqttSettings
+from bridge.config.settings import Config, MqttSettings, rule_backends
 from bridge.config.todo import HomeAssistantTodoSettings
 from bridge.errors import Llm2MqttError
-from bridge.pipeline.ollama_backend import OllamaBackend, has_model
+from bridge.pipeline.backend_pool import build_pool
+from bridge.pipeline.ollama_backend import has_model
 from bridge.todo.ha_backend import HomeAssistantTodo
 
 # Inputs sent at once to a client that acknowledges late: more than Mosquitto's default
@@ -182,26 +183,33 @@ async def check_http(config: Config, report: Report) -> None:
 
 
 async def _check_ollama(config: Config, report: Report) -> None:
-    backend = OllamaBackend(config.settings.ollama)
+    """Every backend: reachable, and has the models of the rules that may use it."""
+    backends = config.settings.backend_settings()
+    pool = build_pool(config.settings)
     try:
-        pulled = await backend.models()
-    except Llm2MqttError as exc:
-        report.problems.append(str(exc))
-        return
-    except Exception as exc:
-        report.problems.append(
-            f"cannot talk to Ollama at {backend.url}: {_reason(exc)} (is that Ollama's HTTP port?)"
-        )
-        return
+        for name, member in pool.members.items():
+            try:
+                offered = await member.server.models()
+            except Llm2MqttError as exc:
+                report.problems.append(str(exc))
+                continue
+            except Exception as exc:
+                report.problems.append(
+                    f"cannot talk to {member.label}: {_reason(exc)} (is that the server's HTTP port?)"
+                )
+                continue
+            report.say(f"{member.label}: {len(offered)} model(s)")
+            for rule in config.rules:
+                model = rule.model_for(name)
+                if name in rule_backends(rule, backends, image=False) and not has_model(offered, model):
+                    where = config.rule_files.get(rule.name, "?")
+                    if member.kind == "ollama":
+                        problem = f"'{model}' is not pulled; run `ollama pull {model}` (backend {name!r})"
+                    else:
+                        problem = f"'{model}' is not offered by backend {name!r} ({member.server.url})"
+                    report.problems.append(f"{where}: model: {problem}")
     finally:
-        await backend.close()
-    report.say(f"Ollama at {backend.url}: {len(pulled)} model(s) pulled")
-    report.problems += [
-        f"{config.rule_files.get(rule.name, '?')}: model: '{rule.model}' is not pulled; "
-        f"run `ollama pull {rule.model}`"
-        for rule in config.rules
-        if not has_model(pulled, rule.model)
-    ]
+        await pool.close()
 
 
 async def _check_snapshot(client: httpx.AsyncClient, config: Config, rule: RuleBase, report: Report) -> None:

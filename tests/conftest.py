@@ -86,7 +86,9 @@ def daemon_config(
             "log_level": "debug",
         }
         for key, value in overrides.items():
-            if isinstance(value, dict):
+            if value is None:
+                settings.pop(key, None)  # e.g. ollama=None with backends: given
+            elif isinstance(value, dict):
                 settings.setdefault(key, {}).update(value)
             else:
                 settings[key] = value

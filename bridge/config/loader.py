@@ -17,7 +17,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from bridge.config import homeassistant
 from bridge.config.handler_rules import RULE_MODELS
 from bridge.config.rules import RuleBase
-from bridge.config.settings import Config, Settings
+from bridge.config.settings import Config, Settings, backend_problems
 from bridge.errors import ConfigError
 
 ENV_CONFIG = "LLM2MQTT_CONFIG"
@@ -115,6 +115,7 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
     """Checks that need more than one file: unique names, no rule consuming bridge output."""
     problems = []
     seen: dict[str, Path] = {}
+    backends = settings.backend_settings()
     for rule, where in found:
         if rule.name in seen:
             problems.append(
@@ -131,6 +132,7 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
                 )
         ha_problems = homeassistant.rule_problems(rule.handler, rule.homeassistant)
         problems.extend(f"{where}: {problem}" for problem in ha_problems)
+        problems.extend(f"{where}: {problem}" for problem in backend_problems(rule, backends))
     problems.extend(homeassistant.slug_problems((rule.name, str(where)) for rule, where in found))
     return problems
 

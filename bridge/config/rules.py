@@ -73,7 +73,17 @@ class RuleBase(StrictModel):
         description="Lower-case letters, digits and _; used in topics and entity ids",
     )
     handler: str = Field(description="Which built-in handler answers: yes_no, classify, ...")
-    model: str = Field(min_length=1, description="Ollama model, e.g. qwen2.5vl:3b")
+    model: str = Field(
+        min_length=1,
+        description="Model, e.g. qwen2.5vl:3b; or a map backend → model where the names differ",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Model per backend where it differs from `model`"
+    )
+    backend: list[str] | None = Field(
+        None, description="Backends to use, in order of preference (default: every local one)"
+    )
+    allow_remote: bool = Field(False, description="Images may go to backends that are not local")
     prompt: str = Field(
         min_length=1,
         description="The question, a Jinja template; input JSON fields are its variables",
@@ -119,6 +129,26 @@ class RuleBase(StrictModel):
     homeassistant: RuleHomeAssistant = Field(
         default_factory=RuleHomeAssistant, description="How the rule appears in Home Assistant"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_map(cls, data: Any) -> Any:
+        # `model: {mini: a, cloud: b}` is `model: a` plus `models:`; `backend: mini` is a list of one.
+        if isinstance(data, dict):
+            if isinstance(data.get("model"), dict) and data["model"]:
+                mapping = data["model"]
+                data = {
+                    **data,
+                    "model": next(iter(mapping.values())),
+                    "models": {**mapping, **data.get("models", {})},
+                }
+            if isinstance(data.get("backend"), str):
+                data = {**data, "backend": [data["backend"]]}
+        return data
+
+    def model_for(self, backend: str) -> str:
+        """The model name on `backend`."""
+        return self.models.get(backend, self.model)
 
     @property
     def accepted(self) -> Literal["image", "text", "any"]:

@@ -2,10 +2,10 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.config.aws import AwsSettings
 from bridge.config.base import StrictModel
@@ -50,6 +50,11 @@ class MqttSettings(StrictModel):
         " past its own queue limit (Mosquitto: max_queued_messages) a broker drops the rest",
     )
     tls: TlsSettings | None = None
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[^/#+\x00]+$",
+        description="MQTT 5: subscribe to inputs as $share/NAME/…, so several daemons split the work",
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -111,6 +116,37 @@ class OllamaSettings(StrictModel):
     keep_alive: str | float = Field("5m", description="Default keep_alive for rules")
 
 
+class OllamaBackendSettings(OllamaSettings):
+    """An Ollama server under `backends:`."""
+
+    type: Literal["ollama"]
+    local: bool = Field(True, description="In the house: may get images and private rules")
+
+
+class OpenAIBackendSettings(StrictModel):
+    """An OpenAI-compatible server (LM Studio, llama.cpp server, vLLM, a hosted provider)."""
+
+    type: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://", description="The API's base URL, usually ending in /v1")
+    api_key: SecretStr | None = Field(None, description="Sent as a bearer token; use !secret")
+    parallel: int = Field(4, ge=1, le=256, description="Requests in flight at once")
+    timeout: Duration = Field(120, gt=0, description="Longest a single request may take")
+    connect_timeout: Duration = Field(5, gt=0)
+    retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 5xx")
+    retry_backoff: Duration = Field(1.0, description="First wait between retries; doubles each time")
+    local: bool = Field(False, description="In the house (a LAN server): may get images and private rules")
+    strict: bool = Field(True, description="Ask for strict JSON Schema output (off for servers without it)")
+    stream: bool = Field(False, description="Stream the answer (some servers only time streamed answers)")
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+
+BackendSettings = Annotated[OllamaBackendSettings | OpenAIBackendSettings, Field(discriminator="type")]
+BACKEND_NAME = r"^[A-Za-z0-9_-]+$"
+
+
 class JournalSettings(StrictModel):
     """The durable job journal (SQLite in the data directory)."""
 
@@ -144,7 +180,13 @@ class Settings(StrictModel):
     """Everything in config.yaml."""
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    ollama: OllamaSettings = Field(
+        default_factory=OllamaSettings, description="One Ollama server: the backend named `ollama`"
+    )
+    backends: dict[Annotated[str, Field(pattern=BACKEND_NAME)], BackendSettings] = Field(
+        default_factory=dict,
+        description="Named model servers (type: ollama or openai), in order of preference",
+    )
     journal: JournalSettings = Field(default_factory=JournalSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     aws: AwsSettings | None = Field(None, description="SQS jobs, S3 images, SNS results (bridge/aws/)")
@@ -158,6 +200,23 @@ class Settings(StrictModel):
         10, gt=0, description="How often llm2mqtt/bridge/stats is refreshed (when it changed)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _ollama_or_backends(self) -> "Settings":
+        if self.backends and "ollama" in self.model_fields_set:
+            raise ValueError(
+                "ollama: and backends: are both set: move that server into backends: "
+                "(e.g. `ollama: {type: ollama, url: …}`) and remove the ollama: section "
+                "(and LLM2MQTT_OLLAMA_URL)"
+            )
+        return self
+
+    def backend_settings(self) -> dict[str, OllamaBackendSettings | OpenAIBackendSettings]:
+        """Every backend in order of preference; without `backends:`, the `ollama:` section is
+        the one backend, named `ollama`."""
+        if self.backends:
+            return dict(self.backends)
+        return {"ollama": OllamaBackendSettings(type="ollama", **self.ollama.model_dump())}
 
 
 @dataclass(frozen=True)
@@ -175,3 +234,43 @@ class Config:
 
     def rule(self, name: str) -> RuleBase | None:
         return next((r for r in self.rules if r.name == name), None)
+
+
+def rule_backends(
+    rule: RuleBase, backends: dict[str, OllamaBackendSettings | OpenAIBackendSettings], *, image: bool
+) -> list[str]:
+    """The backends a job of `rule` may go to, in order: the rule's `backend:` list (default:
+    every local backend in config order); with an image, only local ones unless `allow_remote`."""
+    names = rule.backend if rule.backend is not None else [n for n, b in backends.items() if b.local]
+    names = [name for name in names if name in backends]
+    if image and not rule.allow_remote:
+        names = [name for name in names if backends[name].local]
+    return names
+
+
+def backend_problems(
+    rule: RuleBase, backends: dict[str, OllamaBackendSettings | OpenAIBackendSettings]
+) -> list[str]:
+    """Rule keys that name backends that do not exist, or leave a rule with none to use."""
+    problems = []
+    known = ", ".join(backends)
+    for name in rule.backend or []:
+        if name not in backends:
+            problems.append(f"backend: {name!r} is not a configured backend ({known})")
+    for name in rule.models:
+        if name not in backends:
+            problems.append(f"model: {name!r} is not a configured backend ({known})")
+    if not problems and not rule_backends(rule, backends, image=False):
+        problems.append(
+            "backend: no backend to use (every listed one is remote, or no backend is local); "
+            "name one in backend:"
+        )
+    return problems
+
+
+def leaves_the_house(
+    rule: RuleBase, backends: dict[str, OllamaBackendSettings | OpenAIBackendSettings]
+) -> tuple[list[str], bool]:
+    """The remote backends a rule's jobs may reach, and whether its images may go there too."""
+    remote = [n for n in rule_backends(rule, backends, image=False) if not backends[n].local]
+    return remote, bool(remote) and rule.allow_remote

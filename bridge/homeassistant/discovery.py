@@ -271,8 +271,8 @@ def rule_entities(node: Node, rule: RuleBase) -> list[tuple[str, dict[str, Any]]
     return entities
 
 
-def bridge_entities(node: Node) -> list[tuple[str, dict[str, Any]]]:
-    """The bridge's own device: diagnostics from `bridge/stats` and `bridge/models`."""
+def bridge_entities(node: Node, backends: Iterable[str] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """The bridge's own device: diagnostics from `bridge/stats`, `bridge/models` and `bridge/health`."""
     device = {
         "identifiers": [node.bridge_device_id],
         "name": "llm2mqtt" if node.node_id == "llm2mqtt" else f"llm2mqtt {node.node_id}",
@@ -283,7 +283,26 @@ def bridge_entities(node: Node) -> list[tuple[str, dict[str, Any]]]:
     stats = node.topics.stats
     common = {"entity_category": "diagnostic", "state_topic": stats}
     prefix = node.node_id
+    reachable = [
+        _entity(
+            node,
+            "binary_sensor",
+            f"{prefix}_{slugify(name)}_reachable",
+            device,
+            name="Ollama reachable" if name == "ollama" else f"Backend {name} reachable",
+            state_topic=node.topics.health,
+            value_template=(
+                f"{{{{ 'ON' if value_json.backends.get('{name}', {{}}).get('reachable') else 'OFF' }}}}"
+            ),
+            json_attributes_topic=node.topics.health,
+            json_attributes_template=f"{{{{ value_json.backends.get('{name}', {{}}) | tojson }}}}",
+            device_class="connectivity",
+            entity_category="diagnostic",
+        )
+        for name in backends
+    ]
     return [
+        *reachable,
         _entity(
             node,
             "binary_sensor",
@@ -361,9 +380,9 @@ def bridge_entities(node: Node) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def discovery(node: Node, rules: Iterable[RuleBase]) -> dict[str, bytes]:
-    """Every discovery config topic of the bridge and its rules, with its JSON payload."""
-    pairs = bridge_entities(node)
+def discovery(node: Node, rules: Iterable[RuleBase], backends: Iterable[str] = ()) -> dict[str, bytes]:
+    """Every discovery config topic of the bridge, its backends and its rules, with its JSON payload."""
+    pairs = bridge_entities(node, backends)
     for rule in rules:
         pairs.extend(rule_entities(node, rule))
     return {

@@ -67,7 +67,7 @@ class HomeAssistantExtension(Extension):
     async def start(self, core: Core) -> None:
         self._core = core
         node = Node(core.topics.base, self.settings.discovery_prefix, __version__)
-        self._configs = discovery(node, core.rules.values())
+        self._configs = discovery(node, core.rules.values(), core.settings.backend_settings())
         self._absent_images = absent_images(node, core.rules.values())
         self._folder = core.data_dir / "homeassistant"
         await asyncio.to_thread(self._load)

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from bridge.config.settings import MqttSettings
 from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
+
+REMIND_EVERY = 300.0  # how often the log repeats that the broker is still missing (seconds)
 
 ONLINE = json.dumps({"state": "online"}).encode()
 OFFLINE = json.dumps({"state": "offline"}).encode()
@@ -66,6 +69,14 @@ class MqttLink:
         self._info = info
         self._subscriptions: dict[str, int] = {}
         self.connected = False
+        self.since: float | None = None  # when the link last came up or went down (epoch)
+        self._missing_since: float | None = None  # monotonic; set while the broker cannot be reached
+        self._stopping = False
+        if settings.shared_group:
+            # Daemons of one group share bridge/state; one that dies leaves its last will there.
+            # The others answer it with `online` again (QoS 0: nothing to acknowledge).
+            self._subscriptions[topics.state] = 0
+        self._reminded = 0.0
         self.v5 = settings.protocol == "5"
         self.client = self._make_client()
 
@@ -99,13 +110,19 @@ class MqttLink:
         client.max_inflight_messages_set(100)
         client.on_socket_open = _no_delay
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         return client
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Subscribe now and after every reconnect."""
+    def subscribe(self, topic: str, qos: int = 1, *, shared: bool = False) -> None:
+        """Subscribe now and after every reconnect. `shared` inputs go through the MQTT 5 shared
+        subscription of `mqtt.shared_group` when one is set: the broker hands each message to
+        one daemon of the group."""
+        group = self.settings.shared_group
+        if shared and group:
+            topic = f"$share/{group}/{topic}"
         self._subscriptions[topic] = max(qos, self._subscriptions.get(topic, 0))
         if self.connected:
             self.client.subscribe(topic, qos)
@@ -171,6 +188,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline (retained), then disconnect cleanly."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
             try:
@@ -194,7 +212,11 @@ class MqttLink:
         if reason.is_failure:
             log.error("the broker at %s refused the connection: %s", self.settings.safe_url(), reason)
             return
-        self.connected = True
+        self.connected, self.since = True, time.time()
+        if self._missing_since is not None:
+            away = time.monotonic() - self._missing_since
+            log.info("the broker at %s answers again after %.0fs", self.settings.safe_url(), away)
+            self._missing_since = None
         log.info("connected to the broker (session %s)", "resumed" if flags.session_present else "new")
         for topic, qos in self._subscriptions.items():
             client.subscribe(topic, qos)
@@ -212,10 +234,35 @@ class MqttLink:
     ) -> None:
         was = self.connected
         self.connected = False
+        if was:
+            self.since = time.time()
         if was and reason.is_failure:
             log.warning("lost the broker (%s); reconnecting", reason)
 
+    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho retries by itself; the log says once, then every few minutes, what is missing.
+        now = time.monotonic()
+        if self._missing_since is None:
+            self._missing_since = self._reminded = now
+            log.warning(
+                "cannot reach the broker at %s (nothing answers or the connection is refused); "
+                "retrying every %.0fs at most, jobs from other sources still run",
+                self.settings.safe_url(),
+                self.settings.reconnect_max,
+            )
+        elif now - self._reminded >= REMIND_EVERY:
+            self._reminded = now
+            log.warning(
+                "still waiting for the broker at %s (away %.0fs)",
+                self.settings.safe_url(),
+                now - self._missing_since,
+            )
+
     def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.state and self.settings.shared_group:
+            if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
+                client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
+            return
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

@@ -16,7 +16,7 @@ import httpx
 import ollama
 
 from bridge.config.settings import OllamaSettings
-from bridge.errors import BackendError, BackendUnavailable, ModelNotFound
+from bridge.errors import BackendDown, BackendError, BackendUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +84,13 @@ class OllamaBackend:
                 self.in_flight -= 1
 
     async def _retrying(self, call: Callable[[], Awaitable[LlmReply]]) -> LlmReply:
-        delay = self.settings.retry_backoff
-        for attempt in range(self.settings.retries + 1):
-            try:
-                reply = await call()
-            except BackendUnavailable as exc:
-                if attempt == self.settings.retries or not exc.retry_now:
-                    self.reachable = False
-                    raise
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
-                delay *= 2
-            else:
-                self.reachable = True
-                return reply
-        raise AssertionError("unreachable")
+        try:
+            reply = await retrying(call, self.settings.retries, self.settings.retry_backoff, self._sleep)
+        except BackendUnavailable:
+            self.reachable = False
+            raise
+        self.reachable = True
+        return reply
 
     async def _chat_once(
         self,
@@ -137,10 +129,7 @@ class OllamaBackend:
             raise self._translate(exc, model) from None
         except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
             # The client wraps a refused connection in ConnectionError, except when streaming.
-            raise BackendUnavailable(
-                f"cannot reach Ollama at {self.url}: check that it is running and accessible "
-                "from this machine (ollama.url in config.yaml, or LLM2MQTT_OLLAMA_URL)"
-            ) from None
+            raise self._unreachable() from None
         except httpx.TransportError as exc:
             raise BackendUnavailable(
                 f"the connection to Ollama at {self.url} broke off mid-answer ({type(exc).__name__})"
@@ -159,13 +148,22 @@ class OllamaBackend:
             wall_ms=(time.perf_counter() - started) * 1000,
         )
 
+    def _unreachable(self) -> BackendDown:
+        return BackendDown(
+            f"cannot reach Ollama at {self.url}: check that it is running and accessible "
+            "from this machine (ollama.url in config.yaml, or LLM2MQTT_OLLAMA_URL)"
+        )
+
     def _translate(self, exc: ollama.ResponseError, model: str) -> BackendError:
         if exc.status_code == 404:
             return ModelNotFound(
                 f"model '{model}' not found on Ollama at {self.url}: run `ollama pull {model}`"
             )
+        if exc.status_code in (502, 504):
+            # A proxy in front of Ollama answers, Ollama behind it does not.
+            return BackendDown(f"Ollama at {self.url} is not there: HTTP {exc.status_code} from a proxy")
         if exc.status_code == 503:
-            return BackendUnavailable(f"Ollama at {self.url} is busy: {exc.error}")
+            return BackendUnavailable(f"Ollama at {self.url} is busy: {exc.error}", job_fault=False)
         if exc.status_code == -1 or exc.status_code >= 500:
             return BackendUnavailable(f"Ollama failed while answering: {exc.error}")
         return BackendError(f"Ollama refused the request ({exc.status_code}): {exc.error}")
@@ -174,8 +172,10 @@ class OllamaBackend:
         """Names of the pulled models (`/api/tags`)."""
         try:
             listing = await self._client.list()
-        except ConnectionError:
-            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
+            # Other transport errors (a port that is not HTTP) stay what they are: check --live
+            # names them as such.
+            raise self._unreachable() from None
         except ollama.ResponseError as exc:
             raise self._translate(exc, "") from None
         return [m.model for m in listing.models if m.model]
@@ -183,12 +183,25 @@ class OllamaBackend:
     async def loaded(self) -> list[str]:
         """Names of the models in memory now (`/api/ps`)."""
         try:
-            running = await self._client.ps()
-        except ConnectionError:
+            async with asyncio.timeout(self.settings.connect_timeout * 2):
+                running = await self._client.ps()
+        except (ConnectionError, httpx.TransportError, TimeoutError):
             self.reachable = False
-            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+            raise self._unreachable() from None
+        except ollama.ResponseError as exc:
+            self.reachable = False
+            raise self._translate(exc, "") from None
         self.reachable = True
         return [m.model for m in running.models if m.model]
+
+    async def probe(self) -> list[str]:
+        """The loaded models; BackendDown when no working Ollama answers (any error status)."""
+        try:
+            return await self.loaded()
+        except BackendDown:
+            raise
+        except BackendError as exc:
+            raise BackendDown(str(exc)) from None
 
     async def health(self, max_age: float = 5.0) -> dict[str, Any]:
         """Reachable or not, the loaded models and the last error; asked at most every `max_age`."""
@@ -205,13 +218,35 @@ class OllamaBackend:
             stream = await self._client.pull(model, stream=True)
             async for part in stream:
                 yield part.model_dump(exclude_none=True)
-        except ConnectionError:
-            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        except (ConnectionError, httpx.TransportError):
+            raise self._unreachable() from None
         except ollama.ResponseError as exc:
             raise BackendError(f"Ollama could not pull {model!r}: {exc.error}") from None
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own
+
+
+async def retrying(
+    call: Callable[[], Awaitable[LlmReply]],
+    retries: int,
+    backoff: float,
+    sleep: Callable[[float], Awaitable[None]],
+) -> LlmReply:
+    """`call`, again up to `retries` times on a transient fault worth an immediate retry, the
+    pause doubling from `backoff`. Nobody there (BackendDown) or a timeout is not retried here:
+    the pool probes and holds, or the job runs again later; asking at once would only keep a slot."""
+    delay = backoff
+    for attempt in range(retries + 1):
+        try:
+            return await call()
+        except BackendUnavailable as exc:
+            if attempt == retries or not exc.retry_now:
+                raise
+            log.warning("%s; retrying in %.1fs", exc, delay)
+            await sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 def has_model(pulled: Sequence[str], model: str) -> bool:

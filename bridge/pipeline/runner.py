@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 
 from bridge.config.rules import RuleBase
-from bridge.config.settings import LimitsSettings, Settings
+from bridge.config.settings import LimitsSettings, Settings, rule_backends
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
+from bridge.pipeline.backend_pool import BackendPool, NoBackend
 from bridge.pipeline.fetch import fetch_image
 from bridge.pipeline.hooks import JobHooks
 from bridge.pipeline.images import ImageError, ImageSpec, PreparedImage, prepare_image
 from bridge.pipeline.journal import Job, JobState, Journal
-from bridge.pipeline.ollama_backend import LlmReply, OllamaBackend
+from bridge.pipeline.ollama_backend import LlmReply
 from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.queue import JobQueue
 from bridge.pipeline.results import done_messages, event, failure_messages, input_summary, iso
@@ -68,6 +69,7 @@ class Outcome:
     answer: Answer
     replies: list[LlmReply] = field(default_factory=list)
     image: PreparedImage | None = None
+    backend: str | None = None  # the name of the backend that gave the last answer
     calls: list[dict[str, Any]] = field(default_factory=list)  # what was sent and answered, per call
 
 
@@ -77,7 +79,7 @@ class Runner:
     def __init__(
         self,
         journal: Journal,
-        backend: OllamaBackend,
+        pool: BackendPool,
         outbox: Outbox,
         queue: JobQueue,
         rules: Mapping[str, RuleBase],
@@ -88,7 +90,8 @@ class Runner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._journal = journal
-        self._backend = backend
+        self._pool = pool
+        self._backends = settings.backend_settings()
         self._outbox = outbox
         self._rules = rules
         self._queue = queue
@@ -129,8 +132,13 @@ class Runner:
             raise
         except _Skipped as skip:
             self._skip(job, skip.reason)
+        except NoBackend as exc:
+            self._hold(job, exc)
         except BackendUnavailable as exc:
-            self._retry_or_give_up(job, str(exc))
+            if exc.job_fault:
+                self._retry_or_give_up(job, str(exc))
+            else:
+                self._retry_later(job, str(exc))
         except (InputError, ImageError, BackendError, AnswerError) as exc:
             self._fail(job, str(exc), calls=calls)
         except Exception as exc:  # a bug must not stop the daemon; the job is reported
@@ -161,8 +169,15 @@ class Runner:
                 raise _Skipped(reason)
         for extension in self.extensions:
             prompt = await extension.prepare(job, rule, prompt)
+        backends = rule_backends(rule, self._backends, image=prompt.image is not None)
         outcome = await ask_model(
-            self._backend, self._handlers[rule.name], rule, prompt, on_reply=count, calls=calls
+            self._pool,
+            self._handlers[rule.name],
+            rule,
+            prompt,
+            on_reply=count,
+            calls=calls,
+            backends=backends,
         )
         outcome.image = image
         for extension in self.extensions:
@@ -190,6 +205,7 @@ class Runner:
             "source": job.source,
             **outcome.answer.fields,
             "model": replies[-1].model,
+            "backend": outcome.backend,
             "timings": {
                 "queued": round((started - job.created) * 1000, 1),
                 "llm": round(sum(r.wall_ms for r in replies), 1),
@@ -231,6 +247,23 @@ class Runner:
         self._journal.finish(job.id, "skipped", error=reason, messages=messages)
         self._outbox.notify()
 
+    def _hold(self, job: Job, waiting: NoBackend) -> None:
+        """Every backend of the job is away: back to the journal as it was, until one returns."""
+        log.debug("%s: job %s held: %s", job.rule, job.id, waiting)
+        self._journal.requeue(job.id, not_before=0, error=job.error, refund=True)
+        self._pool.hold(waiting.names, lambda: self._journal.after_commit(lambda: self._requeued(job, 0)))
+
+    def _retry_later(self, job: Job, error: str) -> None:
+        """A fault of the server, not of the job (busy): again after a pause, attempt refunded."""
+        now = self._clock()
+        delay = self._settings.journal.retry_delay
+        log.info("%s: job %s: %s; again in %.0fs (no attempt spent)", job.rule, job.id, error, delay)
+        self._journal.requeue(job.id, not_before=now + delay, error=error, refund=True)
+        self._journal.after_commit(lambda: self._requeued(job, now + delay))
+
+    def _requeued(self, job: Job, not_before: float) -> None:
+        self._queue.push(job.id, priority=job.priority, created=job.created, not_before=not_before)
+
     def _retry_or_give_up(self, job: Job, error: str) -> None:
         attempts, limit = job.attempts, self._settings.journal.max_attempts
         if attempts >= limit:
@@ -243,11 +276,7 @@ class Runner:
         self._outbox.add(
             failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, retry_in=delay)
         )
-        self._journal.after_commit(
-            lambda: self._queue.push(
-                job.id, priority=job.priority, created=job.created, not_before=now + delay
-            )
-        )
+        self._journal.after_commit(lambda: self._requeued(job, now + delay))
 
     def _fail(
         self, job: Job, error: str, *, state: str = "failed", calls: list[dict[str, Any]] | None = None
@@ -286,11 +315,12 @@ def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:
 
 
 async def ask_model(
-    backend: OllamaBackend,
+    pool: BackendPool,
     handler: Handler[Any],
     rule: RuleBase,
     prompt: PromptInput,
     *,
+    backends: Sequence[str],
     on_reply: Callable[[LlmReply], None] | None = None,
     calls: list[dict[str, Any]] | None = None,
 ) -> Outcome:
@@ -303,11 +333,17 @@ async def ask_model(
     outcome = Outcome(answer=Answer({}, None), calls=[] if calls is None else calls)
     correction: str | None = None
     for attempt in (1, 2):
+        if not backends:
+            raise InputError(
+                "no backend may take this job: it has an image and the rule's backends are all "
+                "remote (allow_remote: true in the rule lets images leave the house)"
+            )
         messages = handler.messages(prompt, correction=correction)
         call: dict[str, Any] = {"messages": _without_images(messages), "schema": handler.schema()}
         outcome.calls.append(call)
-        reply = await backend.chat(
-            model=rule.model,
+        outcome.backend, reply = await pool.chat(
+            backends,
+            rule.model_for,
             messages=messages,
             schema=handler.schema(),
             options=rule.options,

@@ -30,6 +30,10 @@ class Topics:
         return f"{self.base}/bridge/models"
 
     @property
+    def health(self) -> str:
+        return f"{self.base}/bridge/health"
+
+    @property
     def request_filter(self) -> str:
         return f"{self.base}/bridge/request/#"
 

@@ -4,13 +4,14 @@ The input is prepared as the runner prepares it (crop, resize) and asked through
 own `ask_model` (schema, re-ask, labels); nothing is journaled or published.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.config.rules import RuleBase
 from bridge.config.settings import LimitsSettings
+from bridge.pipeline.backend_pool import BackendPool, Member, ModelServer
 from bridge.pipeline.images import PreparedImage, prepare_image
-from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.runner import Outcome, ask_model, image_spec
 from handlers import Handler, PromptInput
 
@@ -37,6 +38,7 @@ class Trial:
             "rule": rule.name,
             **self.outcome.answer.fields,
             "model": replies[-1].model,
+            "backend": self.outcome.backend,
             "timings": {
                 "llm": round(self.llm_ms, 1),
                 "load": round(sum(r.load_ms for r in replies), 1),
@@ -61,15 +63,24 @@ def prepare(rule: RuleBase, limits: LimitsSettings, data: bytes) -> PreparedImag
 
 
 async def run_trial(
-    backend: OllamaBackend,
+    backend: BackendPool | ModelServer,
     handler: Handler[Any],
     rule: RuleBase,
     *,
     text: str | None,
     image: PreparedImage | None,
+    backends: Sequence[str] = ("ollama",),
 ) -> Trial:
-    """Ask `rule` about one prepared input, exactly as a job would."""
+    """Ask `rule` about one prepared input, exactly as a job would: through the configured
+    pool and the rule's `backends`, or through one server (the caller bounds its concurrency)."""
     prompt = PromptInput(text=text, image=image.data if image else None)
-    outcome = await ask_model(backend, handler, rule, prompt)
+    if isinstance(backend, BackendPool):
+        outcome = await ask_model(backend, handler, rule, prompt, backends=backends)
+    else:
+        single = BackendPool([Member(backends[0], backend, parallel=1_000)])
+        try:
+            outcome = await ask_model(single, handler, rule, prompt, backends=backends[:1])
+        finally:
+            await single.close(servers=False)
     outcome.image = image
     return Trial(outcome, image)

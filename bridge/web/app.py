@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from bridge.config.http import HttpSettings
 from bridge.config.rules import RuleBase
-from bridge.config.settings import LimitsSettings
+from bridge.config.settings import LimitsSettings, rule_backends
 from bridge.extension import Core
 from bridge.pipeline.images import ImageSpec
 from bridge.pipeline.intake import Submission
@@ -44,19 +44,24 @@ class CoreView:
         return self._core.stats_payload()
 
     async def health(self) -> dict[str, Any]:
-        backend = await self._core.backend.health()
-        return {"broker": {"connected": self._core.broker_connected()}, "backends": [backend]}
+        backends = [
+            {"name": name, **state, "error": state["last_error"]}
+            for name, state in self._core.pool.payload().items()
+        ]
+        return {"broker": {"connected": self._core.broker_connected()}, "backends": backends}
 
     async def models(self) -> list[str]:
         return sorted(await self._core.backend.models())
 
     async def ask(self, rule: RuleBase, prompt: PromptInput) -> dict[str, Any]:
-        outcome = await ask_model(self._core.backend, handler_for(rule), rule, prompt)
+        backends = rule_backends(rule, self._core.settings.backend_settings(), image=prompt.image is not None)
+        outcome = await ask_model(self._core.pool, handler_for(rule), rule, prompt, backends=backends)
         replies = outcome.replies
         return {
             **outcome.answer.fields,
             "state": outcome.answer.state,
             "model": replies[-1].model,
+            "backend": outcome.backend,
             "timings": {
                 "llm": round(sum(r.wall_ms for r in replies), 1),
                 "load": round(sum(r.load_ms for r in replies), 1),

@@ -199,3 +199,27 @@ def test_schema_out_writes_both_documents_and_bare_schema_combines_them(tmp_path
         )
         validator.validate(instance)
         assert not validator.is_valid({"colour": 1}), pointer
+
+
+def test_check_says_which_rules_could_leave_the_house(write_config) -> None:
+    cloud = {"type": "openai", "base_url": "https://api.example.com/v1", "api_key": "sk-test"}
+    rules = [
+        {"name": "door", "handler": "yes_no", "model": "m", "prompt": "p", "backend": ["mini", "cloud"]},
+        {
+            "name": "note",
+            "handler": "describe",
+            "model": "m",
+            "prompt": "p",
+            "backend": ["cloud"],
+            "allow_remote": True,
+        },
+        {"name": "home", "handler": "describe", "model": "m", "prompt": "p"},
+    ]
+    path = write_config(
+        rules, backends={"mini": {"type": "ollama", "url": "http://mini.lan:11434"}, "cloud": cloud}
+    )
+    done = cli("check", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "door: may leave the house: text only (images stay home) to cloud" in done.stdout
+    assert "note: may leave the house: text and images to cloud" in done.stdout
+    assert "home:" not in done.stdout

@@ -37,6 +37,11 @@ DEFAULT_MODELS = ("qwen2.5vl:3b", "qwen2.5:3b", "llama3.2:3b", "nomic-embed-text
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 MIDSTREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
 RUNNER_DIED = "llama runner process has terminated: exit status 2"
+# What nginx answers when the server behind it is down (a reverse proxy in front of Ollama).
+BAD_GATEWAY = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 VERSION = "0.12.6"
 EMBED_DIM = 64
 DEFAULT_KEEP_ALIVE = 300.0  # OLLAMA_KEEP_ALIVE default: 5m
@@ -249,6 +254,8 @@ class OllamaStandin:
         self.registry: set[str] | None = None
         self.pull_steps = 4  # progress lines per pulled layer
         self.requests: list[ChatRequest] = []
+        # Like a proxy whose Ollama is away: every request answers 502 with nginx's page.
+        self.bad_gateway = False
         self.peak_concurrency = 0
         self._parallel, self._running, self._waiting = max(1, parallel), 0, 0
         self._cond = threading.Condition()  # guards the slot counters; wakes queued generations
@@ -502,13 +509,22 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(obj).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
+    def _gateway_down(self) -> bool:
+        if not self.server.standin.bad_gateway:
+            return False
+        self._send(502, BAD_GATEWAY.encode(), "text/html")
+        return True
+
     def do_HEAD(self) -> None:
         """HEAD / is the Ollama CLI's heartbeat."""
-        self._send(200, b"", "text/plain; charset=utf-8")
+        if not self._gateway_down():
+            self._send(200, b"", "text/plain; charset=utf-8")
 
     def do_GET(self) -> None:
         """Serve /, /api/version, /api/tags and /api/ps."""
         sd, path = self.server.standin, self.path.split("?")[0]
+        if self._gateway_down():
+            return
         if path == "/":
             self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
         elif path == "/api/version":
@@ -529,6 +545,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         """Serve /api/chat, /api/generate, /api/embed, /api/show and /api/pull."""
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # drain first: keep-alive
+        if self._gateway_down():
+            return
         path = self.path.split("?")[0]
         routes: dict[str, Callable[[JSON], None]] = {
             "/api/chat": lambda b: self._generate(b, "chat"),
@@ -698,6 +716,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             load_ns = sd._use_model(key, keep)
             sd._sleep(float(arg) if kind == "hang" else 0.0)
+            if sd._stopping.is_set():  # stopped while stalled: a killed server sends nothing more
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             try:
                 content = str(arg) if kind == "reply" else (sd.responder or default_reply)(req)
             except Exception as exc:  # a broken test responder becomes a 500, not a dead thread

@@ -403,3 +403,18 @@ def test_config_keys_and_their_errors(tmp_path: Path) -> None:
 
 
 # -- the extension, with a real broker and daemon ------------------------------------------------
+
+
+def test_backend_reachable_sensors_read_bridge_health() -> None:
+    pairs = discovery(NODE, [], ["ollama", "pc"])
+    found = {json.loads(p)["object_id"]: json.loads(p) for p in pairs.values()}
+    ollama, pc = found["llm2mqtt_ollama_reachable"], found["llm2mqtt_pc_reachable"]
+    assert (ollama["name"], pc["name"]) == ("Ollama reachable", "Backend pc reachable")
+    assert ollama["state_topic"] == "llm2mqtt/bridge/health"
+    assert ollama["device_class"] == "connectivity"
+    ollama_down = {"reachable": False, "last_error": "refused"}
+    health = {"backends": {"ollama": ollama_down, "pc": {"reachable": True}}}
+    assert render(ollama["value_template"], health) == "OFF"
+    assert render(pc["value_template"], health) == "ON"
+    assert render(pc["value_template"], {"backends": {}}) == "OFF"  # a backend the daemon no longer has
+    assert json.loads(render(ollama["json_attributes_template"], health))["last_error"] == "refused"
