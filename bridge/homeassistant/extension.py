@@ -26,13 +26,8 @@ from bridge import __version__
 from bridge.config.homeassistant import HomeAssistantSettings
 from bridge.config.rules import RuleBase
 from bridge.extension import Core, Extension
-from bridge.homeassistant.discovery import (
-    Node,
-    absent_images,
-    discovery,
-    has_image,
-    removals,
-)
+from bridge.homeassistant.discovery import Node, absent_images, discovery, removals
+from bridge.homeassistant.kinds import has_image
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound

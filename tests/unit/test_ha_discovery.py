@@ -13,16 +13,9 @@ from bridge.config.homeassistant import slug_problems, slugify
 from bridge.config.loader import load_config, rule_adapter
 from bridge.config.rules import RuleBase
 from bridge.errors import ConfigError
-from bridge.homeassistant.discovery import (
-    Node,
-    absent_images,
-    device_class,
-    discovery,
-    on_answer,
-    removals,
-    rule_entities,
-)
+from bridge.homeassistant.discovery import Node, absent_images, discovery, removals, rule_entities
 from bridge.homeassistant.extension import placeholder_image
+from bridge.homeassistant.kinds import device_class, on_answer
 from tests.support.ha_harness import blueprint_entity_filter, picker_offers
 
 LOCK: dict[str, Any] = {
