@@ -150,20 +150,24 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # httpx logs every request with its full URL at INFO, credentials and all.
+    # The HTTP client logs every request at INFO; the bridge says what it decided instead.
     for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run(config: "Config", args: argparse.Namespace) -> int:
     import asyncio
+    import logging
     import os
     import signal
 
+    from bridge.config.loader import config_warnings
     from bridge.daemon import Bridge
 
     _setup_logging(config.settings.log_level)
     os.umask(0o077)  # every file the daemon makes (databases, their WAL, JSON) is its own
+    for warning in config_warnings(config):
+        logging.getLogger("bridge").warning("%s", warning)
 
     async def serve() -> None:
         bridge = Bridge(config)
@@ -177,6 +181,7 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
 
 
 def _check(config: "Config", args: argparse.Namespace) -> int:
+    from bridge.config.loader import config_warnings
     from bridge.config.settings import leaves_the_house
 
     rules = config.rules
@@ -187,6 +192,8 @@ def _check(config: "Config", args: argparse.Namespace) -> int:
         if remote:
             what = "text and images" if images else "text only (images stay home)"
             print(f"{rule.name}: may leave the house: {what} to {', '.join(remote)}")
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     if not args.live:
         return 0
     from bridge.aws.check import aws_problems  # boto3 is imported only when checking

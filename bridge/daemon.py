@@ -15,7 +15,7 @@ from bridge import __version__
 from bridge.config.redact import effective_config, redact_url
 from bridge.config.rules import RuleBase
 from bridge.config.settings import Config
-from bridge.extension import Extension
+from bridge.extension import Extension, input_topics
 from bridge.features import build_features
 from bridge.pipeline import heartbeat
 from bridge.pipeline.backend_pool import BackendPool, build_pool
@@ -389,7 +389,7 @@ class Bridge:
                     "name": rule.name,
                     "handler": rule.handler,
                     "model": rule.model,
-                    "inputs": [spec.mqtt for spec in rule.inputs],
+                    "inputs": input_topics(rule, self.extensions),
                 }
                 for rule in self.rules.values()
             ],

@@ -150,6 +150,10 @@ class Extension:
         """FastAPI routers this feature serves on the web server (after `start`)."""
         return []
 
+    def input_topics(self, rule: RuleBase) -> list[str]:
+        """Topics this feature turns into jobs of `rule`, besides its `inputs` (for bridge/info)."""
+        return []
+
     def on_connected(self) -> None:
         """The broker connection is (re)established."""
 
@@ -179,3 +183,8 @@ class Extension:
     def after_failed(self, job: Job, error: str) -> list[OutboxMessage]:
         """Extra messages to publish with a failed or dead job."""
         return []
+
+
+def input_topics(rule: RuleBase, features: Iterable[Extension]) -> list[str]:
+    """Every topic that becomes a job of `rule`: its `inputs` and what features route to it."""
+    return [spec.mqtt for spec in rule.inputs] + [t for f in features for t in f.input_topics(rule)]

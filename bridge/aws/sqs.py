@@ -18,10 +18,10 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from bridge.aws.clients import AwsClients, AwsContext, AwsError, queue_name
+from bridge.aws.held import BATCH, Held, QueueRef, delete_batches, extend_batches
 from bridge.aws.message import SqsJob, parse_job_message
 from bridge.aws.s3 import fetch_s3_image
 from bridge.config.redact import redact_urls_in
@@ -37,30 +37,7 @@ from bridge.pipeline.results import dumps, iso
 
 log = logging.getLogger(__name__)
 
-BATCH = 10  # the most SQS returns, deletes or extends in one call
 DELETE_WINDOW = 0.05  # seconds: deletes that come due within it share one call
-
-
-@dataclass(frozen=True)
-class QueueRef:
-    url: str
-    name: str
-    fifo: bool
-
-
-@dataclass(eq=False)
-class Held:
-    """A received message the bridge keeps hidden until its job's outputs are delivered."""
-
-    queue: QueueRef
-    message_id: str
-    receipt: str
-    body: str
-    receive_count: int
-    group: str | None
-    deadline: float  # monotonic: no more heartbeats after this
-    job_id: str | None = None
-    open: bool = True  # still counts against capacity
 
 
 class SqsSource(Extension):
@@ -365,23 +342,7 @@ class SqsSource(Extension):
 
     async def _flush_deletes(self) -> None:
         deletes, self._deletes = self._deletes, {}
-        for queue, helds in deletes.items():
-            for start in range(0, len(helds), BATCH):
-                chunk = helds[start : start + BATCH]
-                entries = [{"Id": str(i), "ReceiptHandle": h.receipt} for i, h in enumerate(chunk)]
-                try:
-                    reply = await self._aws.call(
-                        self._aws.sqs.delete_message_batch, QueueUrl=queue.url, Entries=entries
-                    )
-                except AwsError as exc:
-                    log.warning(
-                        "sqs: deleting %d message(s) failed: %s; they will come back", len(chunk), exc
-                    )
-                    continue
-                self.counts["deleted"] += len(reply.get("Successful", []))
-                for failure in reply.get("Failed", []):
-                    # A lapsed receipt: the message comes back, attaches to its done job and goes then.
-                    log.info("sqs: delete of %s failed: %s", chunk[int(failure["Id"])].message_id, failure)
+        self.counts["deleted"] += await delete_batches(self._aws, deletes)
 
     # -- heartbeat ----------------------------------------------------------------------
 
@@ -404,22 +365,4 @@ class SqsSource(Extension):
                 self._let_go(held)
                 continue
             per_queue.setdefault(held.queue, []).append(held)
-        visibility = self._settings.visibility_timeout
-        for queue, helds in per_queue.items():
-            for start in range(0, len(helds), BATCH):
-                chunk = helds[start : start + BATCH]
-                entries = [
-                    {
-                        "Id": str(i),
-                        "ReceiptHandle": h.receipt,
-                        # Never hidden past the deadline: a stuck job's message comes back on time.
-                        "VisibilityTimeout": max(1, int(min(visibility, h.deadline - now))),
-                    }
-                    for i, h in enumerate(chunk)
-                ]
-                try:
-                    await self._aws.call(
-                        self._aws.sqs.change_message_visibility_batch, QueueUrl=queue.url, Entries=entries
-                    )
-                except AwsError as exc:
-                    log.warning("sqs: heartbeat for %d message(s) failed: %s", len(chunk), exc)
+        await extend_batches(self._aws, per_queue, self._settings.visibility_timeout, now)

@@ -3,6 +3,7 @@
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -12,6 +13,11 @@ _CLASS_NAMES = """battery battery_charging carbon_monoxide cold connectivity doo
 light lock moisture motion moving occupancy opening plug power presence problem running safety smoke
 sound tamper update vibration window"""
 BINARY_SENSOR_CLASSES = frozenset(_CLASS_NAMES.split())
+# Handlers that only ever read text: their rules never have a picture to show.
+TEXT_ONLY_HANDLERS = ("todo_match",)
+EventType = Literal["done", "failed", "skipped"]
+EVENT_TYPES: tuple[EventType, ...] = ("done", "failed", "skipped")
+DEFAULT_EVENTS: tuple[EventType, ...] = ("done", "failed")
 
 
 class RuleHomeAssistant(StrictModel):
@@ -20,13 +26,27 @@ class RuleHomeAssistant(StrictModel):
     enabled: bool = Field(True, description="Announce this rule's entities to Home Assistant")
     name: str | None = Field(None, min_length=1, description="Device name; default: from the rule name")
     device_class: str | None = Field(
-        None, description="yes_no: a binary_sensor class (lock, door, motion…); extract: a sensor class"
+        None,
+        description="yes_no: a binary_sensor class (lock, door, motion…); extract: a sensor class. "
+        "Default: lock for a yes_no rule whose labels are locked/unlocked (or 施錠/解錠); "
+        "write null for a plain on/off",
     )
     icon: str | None = Field(None, pattern=r"^[a-z0-9-]+:[a-z0-9-]+$", description="e.g. mdi:lock")
     on_answer: bool | None = Field(
         None,
         description="yes_no: which answer turns the binary_sensor on. Default: yes, except for "
         "device_class lock, where on means unlocked (worked out from the labels)",
+    )
+    image: bool | None = Field(
+        None,
+        description="Show the last judged image as an image entity. Default: yes when the rule "
+        "takes pictures (accepts image or any, or an `image:` or `snapshot:` section; never for "
+        "text-only handlers such as todo_match)",
+    )
+    events: list[EventType] = Field(
+        list(DEFAULT_EVENTS),
+        description="Which finished jobs fire the rule's event entity: done, failed, skipped "
+        "(skipped is off by default: an unchanged scheduled picture would fire at every tick)",
     )
 
 
@@ -77,6 +97,8 @@ def slug_problems(names: Iterable[tuple[str, str]]) -> list[str]:
 
 def rule_problems(handler: str, options: RuleHomeAssistant | None) -> list[str]:
     """What is wrong with a rule's `homeassistant:` key for its handler."""
+    if options is not None and options.image and handler in TEXT_ONLY_HANDLERS:
+        return [f"homeassistant.image: a {handler} rule reads only text; it has no image to show"]
     if options is None or options.device_class is None:
         return []
     if handler == "yes_no" and options.device_class not in BINARY_SENSOR_CLASSES:

@@ -17,7 +17,10 @@ from pydantic import Field, TypeAdapter, ValidationError
 from bridge.config import homeassistant
 from bridge.config.handler_rules import RULE_MODELS
 from bridge.config.rules import RuleBase
+from bridge.config.secrets import Path_, Secrets
+from bridge.config.secrets import format_path as _format_path
 from bridge.config.settings import Config, Settings, backend_problems
+from bridge.config.topic_loops import input_loop_problem
 from bridge.errors import ConfigError
 
 ENV_CONFIG = "LLM2MQTT_CONFIG"
@@ -27,8 +30,6 @@ ENV_OVERRIDES = {
     "LLM2MQTT_OLLAMA_URL": ("ollama", "url"),
     "LLM2MQTT_DATA_DIR": ("data_dir",),
 }
-
-Path_ = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     env = os.environ if environ is None else environ
     path = Path(path or env.get(ENV_CONFIG) or "config.yaml")
     problems: list[str] = []
-    secrets = _Secrets(path.parent / "secrets.yaml")
+    secrets = Secrets(path.parent / "secrets.yaml")
 
     raw = _read_yaml(path, problems, required=True)
     if raw is None:
@@ -101,6 +102,16 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     )
 
 
+def config_warnings(config: Config) -> list[str]:
+    """Valid but probably not meant: said by `check` and logged at start, never fatal."""
+    folder = config.path.parent / config.settings.rules_dir
+    if not config.rules:
+        return [f"{folder}: no rules (no *.yaml files): nothing will run; add a rule file (README: Rules)"]
+    if not any(rule.enabled for rule in config.rules):
+        return [f"{folder}: every rule has `enabled: false`: nothing will run"]
+    return []
+
+
 def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[str]:
     """Checks that need more than one file: unique names, no rule consuming bridge output."""
     problems = []
@@ -123,37 +134,8 @@ def cross_check(found: list[tuple[RuleBase, Path]], settings: Settings) -> list[
     return problems
 
 
-def input_loop_problem(topic_filter: str, settings: Settings) -> str | None:
-    """Why a rule may not listen on `topic_filter`: it could match what the bridge publishes."""
-    base = settings.mqtt.base_topic
-    if filters_overlap(topic_filter, f"{base}/#"):
-        return (
-            f"overlaps the bridge's own topics under {base}/: its output would come back as "
-            f"input (send jobs to {base}/<rule>/run instead)"
-        )
-    prefix = settings.homeassistant.discovery_prefix
-    if any(filters_overlap(topic_filter, f"{prefix}/{levels}/config") for levels in ("+/+", "+/+/+")):
-        return f"overlaps the Home Assistant discovery topics the bridge publishes under {prefix}/"
-    return None
-
-
-def filters_overlap(first: str, second: str) -> bool:
-    """True when some topic matches both MQTT topic filters (`+` one level, `#` the rest)."""
-    a, b = first.split("/"), second.split("/")
-    for index in range(max(len(a), len(b))):
-        x = a[index] if index < len(a) else None
-        y = b[index] if index < len(b) else None
-        if x == "#" or y == "#":
-            return True
-        if x is None or y is None:
-            return False
-        if x != y and "+" not in (x, y):
-            return False
-    return True
-
-
 def _load_rules(
-    folder: Path, secrets: "_Secrets", env: Mapping[str, str], problems: list[str]
+    folder: Path, secrets: "Secrets", env: Mapping[str, str], problems: list[str]
 ) -> list[tuple[RuleBase, Path]]:
     found: list[tuple[RuleBase, Path]] = []
     if not folder.is_dir():
@@ -236,10 +218,6 @@ def _line_of(lines: dict[Path_, int], at: Path_) -> int | None:
     return None
 
 
-def _format_path(at: Path_) -> str:
-    return ".".join(str(p) for p in at) or "(top level)"
-
-
 def _describe(exc: ValidationError, file: Path, lines: dict[Path_, int], prefix: Path_ = ()) -> list[str]:
     out = []
     for error in exc.errors(include_url=False):
@@ -248,7 +226,7 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Path_, int], prefix:
         at = (*prefix, *loc)
         line = _line_of(lines, at)
         where = f" (line {line})" if line else ""
-        message = error["msg"].removeprefix("Value error, ")
+        message = plain_message(error)
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; `llm2mqtt schema` lists the keys)"
         elif error["type"] == "union_tag_invalid":
@@ -262,32 +240,66 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Path_, int], prefix:
     return out
 
 
-class _Secrets:
-    """secrets.yaml beside config.yaml, read on first use."""
+# What to write instead, for pydantic's error types (its own texts speak of "Input" and patterns).
+_WHAT_TO_WRITE: dict[str, str] = {
+    "int_parsing": "write a whole number, such as 2",
+    "int_type": "write a whole number, such as 2",
+    "int_from_float": "write a whole number, such as 2 (no decimals)",
+    "float_parsing": "write a number, such as 0.6",
+    "float_type": "write a number, such as 0.6",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write text (in quotes if it looks like a number, a date or yes/no)",
+    "list_type": "write a list: [a, b] or one `- item` per line",
+    "tuple_type": "write a list: [a, b] or one `- item` per line",
+    "dict_type": "write a mapping: `key: value` pairs",
+    "model_type": "write a mapping: `key: value` pairs",
+    "model_attributes_type": "write a mapping: `key: value` pairs",
+}
+# A rule name's pattern, said in words; other patterns are shown with an example where one helps.
+_NAME_HINT = "use lower-case letters, digits and _ (starting with a letter or digit), e.g. {example}"
+_PATTERN_HINTS: dict[str, str] = {
+    "icon": "write an icon as set:name, e.g. mdi:lock",
+    "due": "write a date as YYYY-MM-DD",
+}
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._values: dict[str, Any] | None = None
-        # Where a !secret or !env value was put (file, key path, label, value): never echoed.
-        self.used: list[tuple[Path, Path_, str, str]] = []
 
-    def hide(self, problems: list[str]) -> list[str]:
-        """`problems` with every value that came from !secret or !env replaced by its label."""
-        return [self._hide(problem) for problem in problems]
-
-    def _hide(self, problem: str) -> str:
-        for file, at, label, value in self.used:
-            here = problem.startswith(f"{file}: {_format_path(at)}")
-            # Short values are hidden only in their own key's message: "1" is in many texts.
-            if value and (here or len(value) >= 6):
-                problem = problem.replace(repr(value), label).replace(value, label)
-        return problem
-
-    def get(self, name: str) -> Any:
-        if self._values is None:
-            loaded = yaml.safe_load(self.path.read_text("utf-8")) if self.path.exists() else {}
-            self._values = loaded if isinstance(loaded, dict) else {}
-        return self._values.get(name)
+def plain_message(error: Any) -> str:
+    """One validation error as what to write, with the value that was found."""
+    kind, ctx, found = error["type"], error.get("ctx") or {}, error.get("input")
+    seen = f" (found {found!r})" if not isinstance(found, (dict, list)) else ""
+    last = error["loc"][-1] if error["loc"] else ""
+    if kind in _WHAT_TO_WRITE:
+        return _WHAT_TO_WRITE[kind] + seen
+    if kind in ("literal_error", "enum"):
+        return f"write {ctx.get('expected', 'one of the listed values')}{seen}"
+    bounds = {"greater_than_equal": "at least", "less_than_equal": "at most"}
+    bounds |= {"greater_than": "more than", "less_than": "less than"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {bounds[kind]} {limit}{seen}"
+    if kind == "string_too_short":
+        return (
+            "cannot be empty"
+            if ctx.get("min_length") == 1
+            else f"needs at least {ctx.get('min_length')} characters"
+        )
+    if kind == "string_too_long":
+        return f"is at most {ctx.get('max_length')} characters long"
+    if kind in ("too_short", "too_long"):
+        bound = (
+            f"at least {ctx.get('min_length')}" if kind == "too_short" else f"at most {ctx.get('max_length')}"
+        )
+        return f"needs {bound} items, found {ctx.get('actual_length')}"
+    if kind == "string_pattern_mismatch":
+        if last == "name":
+            example = homeassistant.slugify(found) if isinstance(found, str) else ""
+            return _NAME_HINT.format(example=example or "front_door_lock") + seen
+        hint = _PATTERN_HINTS.get(str(last))
+        return (hint or f"does not have the form this key takes (pattern {ctx.get('pattern')})") + seen
+    if kind == "missing":
+        return f"item {last + 1} is missing" if isinstance(last, int) else "required: add this key"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _resolve(
@@ -295,7 +307,7 @@ def _resolve(
     at: Path_,
     file: Path,
     lines: dict[Path_, int],
-    secrets: _Secrets,
+    secrets: Secrets,
     env: Mapping[str, str],
     problems: list[str],
 ) -> Any:

@@ -9,14 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.config.homeassistant import RuleHomeAssistant, slugify
+from bridge.config.homeassistant import EVENT_TYPES, RuleHomeAssistant, slugify
 from bridge.config.rules import RuleBase
+from bridge.homeassistant.kinds import device_class, has_image, on_answer
 from bridge.pipeline.topics import Topics
 
 ORIGIN_NAME = "llm2mqtt"
 # The handlers whose answer is free text or a record: a plain sensor may carry a class.
 SENSOR_HANDLERS = ("extract", "describe")
-EVENT_TYPES = ("done", "failed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -48,20 +48,6 @@ def humanize(name: str) -> str:
     """front_door_lock -> Front door lock."""
     text = name.replace("_", " ").strip()
     return text[:1].upper() + text[1:]
-
-
-def on_answer(rule: RuleBase) -> bool:
-    """Which yes/no answer means ON. Home Assistant's lock class says on = unlocked, so a
-    rule asking "is it locked?" is inverted; the labels tell which way the question goes."""
-    options: RuleHomeAssistant | None = rule.homeassistant
-    if options is not None and options.on_answer is not None:
-        return options.on_answer
-    if options is None or options.device_class != "lock":
-        return True
-    labels = getattr(rule, "labels", None)
-    true_label = str(getattr(labels, "true", "")).lower()
-    # "Is it unlocked?" -> yes is on. Anything else (locked, closed, secure…) -> no is on.
-    return "unlock" in true_label or "open" in true_label
 
 
 def _availability(node: Node) -> dict[str, Any]:
@@ -134,7 +120,7 @@ def rule_entities(node: Node, rule: RuleBase) -> list[tuple[str, dict[str, Any]]
                 device,
                 **answer,
                 value_template=template,
-                device_class=options.device_class,
+                device_class=device_class(rule),
             )
         )
     elif rule.handler == "classify":
@@ -163,37 +149,40 @@ def rule_entities(node: Node, rule: RuleBase) -> list[tuple[str, dict[str, Any]]
                 device_class=options.device_class if rule.handler in SENSOR_HANDLERS else None,
             )
         )
-    entities.append(
-        _entity(
-            node,
-            "image",
-            f"{slug}_image",
-            device,
-            name="Last image",
-            image_topic=topics.image(rule.name),
-            content_type="image/jpeg",
+    if has_image(rule):
+        entities.append(
+            _entity(
+                node,
+                "image",
+                f"{slug}_image",
+                device,
+                name="Last image",
+                image_topic=topics.image(rule.name),
+                content_type="image/jpeg",
+            )
         )
-    )
     # Job events come from the bridge's event topic; other rules' events render empty and are ignored.
+    kinds = [kind for kind in EVENT_TYPES if kind in options.events]
+    types = ", ".join(f"'job_{kind}'" for kind in kinds)
     event_template = (
-        f"{{% if value_json.rule == '{rule.name}' and value_json.type in "
-        "('job_done', 'job_failed', 'job_skipped') %}"
+        f"{{% if value_json.rule == '{rule.name}' and value_json.type in [{types}] %}}"
         "{{ {'event_type': value_json.type[4:], 'job_id': value_json.job_id, "
         "'error': value_json.error | default(value_json.reason | default(none))} | tojson }}{% endif %}"
     )
-    entities.append(
-        _entity(
-            node,
-            "event",
-            f"{slug}_job",
-            device,
-            name="Job",
-            state_topic=topics.event,
-            value_template=event_template,
-            event_types=list(EVENT_TYPES),
-            entity_category="diagnostic",
+    if kinds:  # `events: []`: no event entity at all
+        entities.append(
+            _entity(
+                node,
+                "event",
+                f"{slug}_job",
+                device,
+                name="Job",
+                state_topic=topics.event,
+                value_template=event_template,
+                event_types=kinds,
+                entity_category="diagnostic",
+            )
         )
-    )
     if rule.snapshot is not None:
         entities.append(
             _entity(
@@ -344,6 +333,16 @@ def discovery(node: Node, rules: Iterable[RuleBase], backends: Iterable[str] = (
         topic: json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         for topic, payload in pairs
     }
+
+
+def absent_images(node: Node, rules: Iterable[RuleBase]) -> list[str]:
+    """Image config topics of rules that show no image: each gets an empty retained message,
+    so an entity left by an older version or an earlier configuration goes away."""
+    return [
+        f"{node.prefix}/image/{node.node_id}/{slugify(rule.name)}_image/config"
+        for rule in rules
+        if not (has_image(rule) and rule.enabled and rule.homeassistant.enabled)
+    ]
 
 
 def removals(published: Iterable[str], current: Iterable[str]) -> list[str]:

@@ -12,17 +12,22 @@ broker that lost its retained messages.
 """
 
 import asyncio
+import functools
+import io
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from bridge import __version__
 from bridge.config.homeassistant import HomeAssistantSettings
 from bridge.config.rules import RuleBase
 from bridge.extension import Core, Extension
-from bridge.homeassistant.discovery import Node, discovery, removals
+from bridge.homeassistant.discovery import Node, absent_images, discovery, removals
+from bridge.homeassistant.kinds import has_image
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound
@@ -41,6 +46,7 @@ class HomeAssistantExtension(Extension):
         self.settings = settings
         self._core: Core | None = None
         self._configs: dict[str, bytes] = {}
+        self._absent_images: list[str] = []
         self._published: set[str] = set()
         self._images: dict[str, bytes] = {}
         self._results: dict[str, tuple[bytes, str | None]] = {}
@@ -57,6 +63,7 @@ class HomeAssistantExtension(Extension):
         self._core = core
         node = Node(core.topics.base, self.settings.discovery_prefix, __version__)
         self._configs = discovery(node, core.rules.values(), core.settings.backend_settings())
+        self._absent_images = absent_images(node, core.rules.values())
         self._folder = core.data_dir / "homeassistant"
         await asyncio.to_thread(self._load)
         core.route(self.settings.status_topic, self._on_status)
@@ -82,10 +89,14 @@ class HomeAssistantExtension(Extension):
     def _announce(self, *, states: bool) -> None:
         send = self.core.send
         stale = removals(self._published, self._configs)
-        for topic in stale:
+        for topic in sorted({*stale, *self._absent_images}):
             send(topic, b"", qos=1, retain=True)
         for topic, payload in self._configs.items():
             send(topic, payload, qos=1, retain=True)
+        for name, shown in self.core.rules.items():
+            # Home Assistant answers an image entity without a picture with HTTP 500.
+            if name not in self._images and has_image(shown) and shown.homeassistant.enabled:
+                send(self._image_topic(name), placeholder_image(), qos=1, retain=True)
         for name, image in self._images.items():
             if name in self.core.rules:
                 send(self._image_topic(name), image, qos=1, retain=True)
@@ -157,6 +168,14 @@ class HomeAssistantExtension(Extension):
 
     def _save_image(self, rule: str, data: bytes) -> None:
         _write_atomic(self._folder / f"{rule}.jpg", data)
+
+
+@functools.cache
+def placeholder_image() -> bytes:
+    """A small plain grey JPEG, shown by an image entity until the rule's first job."""
+    out = io.BytesIO()
+    Image.new("RGB", (160, 120), (200, 200, 200)).save(out, "JPEG", quality=60)
+    return out.getvalue()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -243,6 +243,7 @@ class Runner:
         detail = {"calls": outcome.calls}
         self._journal.finish(job.id, "done", result=result, messages=messages, detail=detail)
         self._outbox.notify()
+        log.info("%s", decision_line(result, outcome.answer.state))
 
     def _skip(self, job: Job, reason: str) -> None:
         now = self._clock()
@@ -298,6 +299,16 @@ class Runner:
         detail = {"calls": calls} if calls else None
         self._journal.finish(job.id, final, error=error, messages=messages, detail=detail)
         self._outbox.notify()
+
+
+def decision_line(result: dict[str, Any], state: str | None) -> str:
+    """The one log line of a finished job: rule, answer, confidence, source, model time."""
+    confidence = result.get("confidence")
+    sure = f" (confidence {confidence:.2f})" if isinstance(confidence, int | float) else ""
+    return (
+        f"{result['rule']}: {state if state is not None else 'done'}{sure} from {result['source']}; "
+        f"model {result['timings']['llm']:.0f} ms, job {result['job_id']}"
+    )
 
 
 def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from bridge.todo.store import Change, TodoError, TodoStore
+from bridge.todo.store import Change, TodoError, TodoStore, public
 
 # Every text and number a request carries is bounded: a list is never "all rows", an id never
 # overflows SQLite's integers, and no field can carry megabytes onto the broker.
@@ -45,7 +45,7 @@ def todo_router(store: TodoStore, published: Callable[[Change], None]) -> APIRou
         except TodoError as exc:
             raise HTTPException(404 if str(exc).startswith("no ") else 422, str(exc)) from None
         published(done)
-        return done.as_dict()
+        return public(done.as_dict())
 
     @router.get("/tasks")
     async def list_tasks(
@@ -55,14 +55,14 @@ def todo_router(store: TodoStore, published: Callable[[Change], None]) -> APIRou
         limit: Limit = 500,
     ) -> dict[str, Any]:
         tasks = store.tasks(status=status, genre=genre, query=q, limit=limit)
-        return {"count": len(tasks), "items": [t.as_dict() for t in tasks]}
+        return {"count": len(tasks), "items": [public(t.as_dict()) for t in tasks]}
 
     @router.get("/tasks/{uid}")
     async def get_task(uid: Uid) -> dict[str, Any]:
         task = store.get(uid)
         if task is None:
             raise HTTPException(404, f"no task with uid {uid!r}")
-        return task.as_dict()
+        return public(task.as_dict())
 
     @router.post("/tasks", status_code=201)
     async def create_task(task: TaskIn) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def todo_router(store: TodoStore, published: Callable[[Change], None]) -> APIRou
         uid: Annotated[str | None, Query(max_length=100)] = None, limit: Limit = 100
     ) -> dict[str, Any]:
         changes = store.history(uid, limit=limit)
-        return {"count": len(changes), "items": [c.as_dict() for c in changes]}
+        return {"count": len(changes), "items": [public(c.as_dict()) for c in changes]}
 
     @router.post("/history/{change_id}/undo")
     async def undo(change_id: ChangeId) -> dict[str, Any]:

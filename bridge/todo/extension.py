@@ -6,6 +6,7 @@ note so that it never changes anything twice; `after_done` publishes `<base>/tod
 and the retained `<base>/todo/list` in the job's own transaction.
 """
 
+import asyncio
 import datetime
 import logging
 import time
@@ -27,9 +28,9 @@ from bridge.todo.api import todo_router
 from bridge.todo.decide import Plan, plan_change
 from bridge.todo.embeddings import EmbeddingRanker
 from bridge.todo.ha_backend import HomeAssistantTodo
-from bridge.todo.normalize import fold
+from bridge.todo.normalize import fold, warm_up
 from bridge.todo.retrieval import CandidateIndex, fuse
-from bridge.todo.store import Change, Status, Task, TodoError, TodoStore
+from bridge.todo.store import Change, Status, Task, TodoError, TodoStore, public
 from handlers.base import Answer, PromptInput
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ class TodoExtension(Extension):
     async def start(self, core: Core) -> None:
         self.core = core
         self.store = TodoStore(core.data_dir / "todo.sqlite3", genres=self.genres)
-        self.titles = {t.uid: t.title for t in self.store.tasks()}
-        self.index = CandidateIndex(self.titles.items())
+        # pykakasi reads its dictionaries on first use (about half a second) and the index reads
+        # every title: both now, off the loop, so the first note is as quick as the next.
+        self.titles, self.index = await asyncio.to_thread(self._read_titles)
         self.store.on_change(self._reindex)
         ha = self.settings.homeassistant
         self.ha = HomeAssistantTodo(ha) if self.settings.backend == "homeassistant" and ha else None
@@ -89,8 +91,17 @@ class TodoExtension(Extension):
         if self.ha is None:
             core.publish([self.list_message()], urgent=False)
 
+    def input_topics(self, rule: RuleBase) -> list[str]:
+        return [self.core.topics.todo_note] if self.rules and rule.name == min(self.rules) else []
+
     def routers(self) -> list[Any]:
         return [self._router] if self._router is not None else []
+
+    def _read_titles(self) -> tuple[dict[str, str], CandidateIndex]:
+        if self.rules:
+            warm_up()
+        titles = {t.uid: t.title for t in self.store.tasks()}
+        return titles, CandidateIndex(titles.items())
 
     def _reindex(self, before: Task | None, after: Task | None) -> None:
         if after is not None:
@@ -181,6 +192,7 @@ class TodoExtension(Extension):
             after, change_id = await self._apply(plan, job, source)
         except TodoError as exc:
             raise AnswerError(f"the Todo list refused the change: {exc}") from None
+        before, after = (public(task) if task else None for task in (before, after))
         now = time.time()
         note = {"text": (prompt.text or "")[:500], "id": job.input.get("id")}
         if prompt.fields.get("source") is not None:
@@ -200,6 +212,13 @@ class TodoExtension(Extension):
         }
         if plan.why:
             body["why"] = plan.why
+        if plan.kind != "none":
+            task = after or before or {}
+            log.info(
+                "todo: %s %r (uid %s) from note %r, confidence %.2f%s",
+                plan.kind, task.get("title", plan.title), body["uid"], (prompt.text or "")[:80],
+                answer.fields["confidence"], f"; {plan.why}" if plan.why else "",
+            )  # fmt: skip
         messages = []
         if plan.kind != "none":
             messages.append(OutboxMessage(topic=self.event_topic, payload=dumps(body)))
@@ -310,5 +329,7 @@ class TodoExtension(Extension):
 
     def change_messages(self, change: Change) -> list[OutboxMessage]:
         """Event and list for a change made through the REST API."""
-        body = {**change.as_dict(), "change_id": change.id, "ts": iso(change.ts)}
+        task = change.after or change.before or {}
+        log.info("todo: %s %r (uid %s) through the REST API", change.action, task.get("title"), change.uid)
+        body = {**public(change.as_dict()), "change_id": change.id}
         return [OutboxMessage(topic=self.event_topic, payload=dumps(body)), self.list_message()]

@@ -29,6 +29,11 @@ def _kakasi() -> pykakasi.kakasi:
     return pykakasi.kakasi()  # type: ignore[no-untyped-call]
 
 
+def warm_up() -> None:
+    """Load pykakasi's dictionaries now (they load on first use, about half a second)."""
+    forms("牛乳を買う")
+
+
 def _has_japanese(text: str) -> bool:
     return any("\u3040" <= ch <= "\u9fff" for ch in text)
 
@@ -46,6 +51,26 @@ def forms(text: str) -> tuple[str, ...]:
         # Romaji typed by hand drops long vowels and double consonants ("gyunyu", "gyuunyuu").
         out.append(fold_romaji(folded))
     return tuple(dict.fromkeys(f for f in out if f))
+
+
+@functools.lru_cache(maxsize=4096)
+def spellings(text: str) -> tuple[str, str, str]:
+    """The folded surface, kana reading and romaji of `text`, without spaces (cached: task
+    titles are spelled again at every search)."""
+    folded = fold(text)
+    if _has_japanese(folded):
+        parts = _kakasi().convert(folded)
+        reading = "".join(p["hira"] for p in parts)
+        romaji = fold_romaji("".join(p["hepburn"] for p in parts))
+    else:
+        reading, romaji = "", fold_romaji(folded) if folded.isascii() else ""
+    return folded.replace(" ", ""), reading.replace(" ", ""), romaji.replace(" ", "")
+
+
+def contains(text: str, query: str) -> bool:
+    """Whether `query` is part of `text` in some spelling both have, as note matching reads
+    them: ぎゅうにゅう and gyunyu are both in 牛乳を買う, "MILK" in "Oat milk"."""
+    return any(q and q in t for q, t in zip(spellings(query), spellings(text), strict=True))
 
 
 def fold_romaji(text: str) -> str:

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bridge.pipeline.results import iso
+from bridge.todo.normalize import contains
+
 Status = Literal["needs_action", "completed"]
 
 _SCHEMA = """
@@ -47,6 +50,21 @@ CREATE TABLE IF NOT EXISTS notes (
     outcome TEXT NOT NULL
 );
 """
+
+
+_TIMES = ("created", "updated", "ts")
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A task or change as shown outside (REST, MQTT): times as ISO 8601, like every result."""
+    out = dict(record)
+    for key in _TIMES:
+        if isinstance(out.get(key), int | float):
+            out[key] = iso(out[key])
+    for key in ("before", "after"):
+        if isinstance(out.get(key), dict):
+            out[key] = public(out[key])
+    return out
 
 
 class TodoError(Exception):
@@ -154,7 +172,8 @@ class TodoStore:
         query: str | None = None,
         limit: int | None = None,
     ) -> list[Task]:
-        """Tasks, newest change first, filtered by status, genre and a title substring."""
+        """Tasks, newest change first, filtered by status, genre and `query`: a part of the title
+        in any spelling note matching uses (width, case, kana, kanji readings, romaji)."""
         sql, args = "SELECT * FROM tasks WHERE 1=1", list[str]()
         if status:
             sql += " AND status = ?"
@@ -162,13 +181,13 @@ class TodoStore:
         if genre:
             sql += " AND genre = ?"
             args.append(genre)
-        if query:
-            sql += " AND instr(lower(title), lower(?)) > 0"
-            args.append(query)
         sql += " ORDER BY updated DESC, uid"
-        if limit:
+        if limit and not query:
             sql += f" LIMIT {int(limit)}"
-        return [_task(row) for row in self._db.execute(sql, args)]
+        found = [_task(row) for row in self._db.execute(sql, args)]
+        if query:
+            found = [task for task in found if contains(task.title, query)][: limit or None]
+        return found
 
     def history(self, uid: str | None = None, limit: int = 100) -> list[Change]:
         sql, args = "SELECT * FROM history", list[str]()

@@ -35,6 +35,23 @@ def test_check_accepts_the_shipped_config() -> None:
     done = cli("check", "-c", str(ROOT / "config.yaml"))
     assert done.returncode == 0, done.stderr
     assert "front_door_lock" in done.stdout
+    assert "warning" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("rules", "warning"),
+    [
+        ([], "no rules (no *.yaml files): nothing will run"),
+        ([{"name": "x", "handler": "yes_no", "model": "m", "prompt": "p", "enabled": False}], "every rule"),
+    ],
+)
+def test_check_warns_when_nothing_would_run(
+    write_config, rules: list[dict[str, object]], warning: str
+) -> None:
+    path = write_config(rules)
+    done = cli("check", "-c", str(path))
+    assert done.returncode == 0  # valid: a warning, not an error
+    assert f"warning: {path.parent / 'rules'}: {warning}" in done.stderr
 
 
 def test_check_lists_every_problem_and_exits_2(write_config) -> None:

@@ -12,9 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LOCK_RULE
+from bridge.homeassistant.extension import placeholder_image
+from tests.conftest import LOCK_RULE, TOPIC_RULE
 from tests.support.camera import Camera
-from tests.support.ha_harness import HomeAssistant, ensure_installed, find_python
+from tests.support.ha_harness import (
+    HomeAssistant,
+    blueprint_entity_filter,
+    ensure_installed,
+    find_python,
+    picker_offers,
+)
 from tests.support.mqtt_helpers import Collector, Mosquitto
 from tests.support.samples import jpeg
 
@@ -48,9 +55,24 @@ automation:
       input:
         motion_sensor: binary_sensor.hall_motion
         rule: front_door_lock
+  - id: llm2mqtt_saw_skip
+    alias: llm2mqtt saw a skip
+    triggers: [{trigger: state, entity_id: event.front_door_lock_job}]
+    conditions: "{{ trigger.to_state.attributes.event_type == 'skipped' }}"
+    actions: [{action: input_boolean.turn_on, target: {entity_id: input_boolean.saw_skip}}]
+input_boolean:
+  saw_skip:
 conversation:
 """
-RULE: dict[str, Any] = {**LOCK_RULE, "homeassistant": {"device_class": "lock", "name": "Front door lock"}}
+# No device_class written: the locked/unlocked labels make it a lock sensor.
+RULE: dict[str, Any] = {**LOCK_RULE, "homeassistant": {"name": "Front door lock"}}
+TODO_RULE: dict[str, Any] = {
+    "name": "todo_note",
+    "handler": "todo_match",
+    "model": "qwen2.5:3b",
+    "prompt": "?",
+}
+LOCK_BLUEPRINT = BLUEPRINTS / "automation" / "llm2mqtt" / "lock_unlocked_notify.yaml"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,12 +117,26 @@ def test_rules_become_working_entities(
     hass = _home_assistant(tmp_path / "ha", broker.port)
     hass.start()
     try:
-        bridge = daemon([rule])
+        bridge = daemon([rule, TOPIC_RULE, TODO_RULE])
         collector.wait_for("llm2mqtt/bridge/state")
 
         lock = hass.wait_for_state("binary_sensor.front_door_lock")
         assert lock["attributes"]["device_class"] == "lock"
         assert lock["attributes"]["friendly_name"] == "Front door lock"
+        # The lock-notify blueprint's picker offers it (binary_sensor with device_class lock).
+        filters = blueprint_entity_filter(LOCK_BLUEPRINT, "lock_sensor")
+        assert picker_offers(filters, lock["entity_id"], lock["attributes"]["device_class"])
+        # Before the first job the image entity serves a placeholder, not an HTTP 500.
+        hass.wait_for_state(
+            "image.front_door_lock_image", lambda s: s["state"] not in ("unknown", "unavailable")
+        )
+        status, picture = hass.rest_get_bytes("/api/image_proxy/image.front_door_lock_image")
+        assert (status, picture) == (200, placeholder_image())
+        # Text-only rules have their answer and events, and no image entity.
+        hass.wait_for_state("sensor.message_topic")
+        hass.wait_for_state("sensor.todo_note")
+        assert hass.state("image.message_topic_image") is None
+        assert hass.state("image.todo_note_image") is None
         for entity in (
             "image.front_door_lock_image",
             "event.front_door_lock_job",
@@ -126,9 +162,13 @@ def test_rules_become_working_entities(
             "event.front_door_lock_job", lambda s: s["attributes"].get("event_type") == "done"
         )
         assert event["attributes"]["job_id"] == unlocked["attributes"]["job_id"]
-        hass.wait_for_state(
-            "image.front_door_lock_image", lambda s: s["state"] not in ("unknown", "unavailable")
-        )
+        status, picture = hass.rest_get_bytes("/api/image_proxy/image.front_door_lock_image")
+        assert status == 200
+        assert picture[:2] == b"\xff\xd8"
+        assert picture != placeholder_image()  # the picture the model judged
+        # The same picture again is skipped (a duplicate): no event in Home Assistant.
+        collector.publish("cameras/front_door/snapshot", jpeg(20))
+        collector.wait_for("llm2mqtt/bridge/event", where=lambda m: m.json()["type"] == "job_skipped")
 
         # The button asks the bridge to take the snapshot now; the camera shows a locked door.
         hass.rest_post("/api/services/button/press", {"entity_id": "button.front_door_lock_check"})
@@ -138,6 +178,12 @@ def test_rules_become_working_entities(
         )
         assert checked[0].json()["state"] == "locked"
         hass.wait_for_state("binary_sensor.front_door_lock", lambda s: s["state"] == "off")
+        # Events arrive in order on one topic: the check's event came after the skip.
+        hass.wait_for_state(
+            "event.front_door_lock_job",
+            lambda s: s["attributes"].get("job_id") == checked[0].json()["job_id"],
+        )
+        assert hass.wait_for_state("input_boolean.saw_skip")["state"] == "off"
 
         # Assist: the blueprint's sentence publishes the note for the Todo rule.
         reply = hass.rest_post(

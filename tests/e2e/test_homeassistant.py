@@ -7,6 +7,8 @@ import pytest
 
 from bridge.config.loader import rule_adapter
 from bridge.homeassistant.discovery import Node, discovery
+from bridge.homeassistant.extension import placeholder_image
+from tests.conftest import TOPIC_RULE
 from tests.support.mqtt_helpers import Collector, Mosquitto
 from tests.support.samples import jpeg
 
@@ -51,6 +53,36 @@ def test_discovery_is_retained_and_image_published(daemon, collector: Collector,
     image = collector.wait_for("llm2mqtt/front_door_lock/image")[0]
     assert image.payload[:2] == b"\xff\xd8"  # the JPEG the model judged
     assert _retained(broker.port, "llm2mqtt/front_door_lock/image", 1)
+
+
+@pytest.mark.broker
+def test_pictures_only_where_a_rule_takes_them(
+    daemon, collector: Collector, broker: Mosquitto, ha_listener: Collector
+) -> None:
+    text_rule = {**TOPIC_RULE, "name": "room"}
+    # Left by an older version, which gave every rule an image entity (not in the published list).
+    old = "homeassistant/image/llm2mqtt/room_image/config"
+    collector.publish(old, json.dumps({"image_topic": "llm2mqtt/room/image"}), retain=True)
+    ha_listener.wait_for(old)
+    daemon([SNAPSHOT_RULE, text_rule])
+    collector.wait_for("llm2mqtt/bridge/state")
+    # Before the first job the image entity has a placeholder picture to show (not an HTTP 500).
+    image = "llm2mqtt/front_door_lock/image"
+    assert _retained(broker.port, image, 1)[image] == placeholder_image()
+    ha_listener.wait_for(old, where=lambda m: m.payload == b"")  # cleared
+    ha_listener.wait_for("homeassistant/sensor/llm2mqtt/room/config")
+    late = Collector(broker.port, ["homeassistant/#"])
+    try:
+        rules = [rule_adapter().validate_python(r) for r in (SNAPSHOT_RULE, text_rule)]
+        everything = len(discovery(NODE, rules))
+        late.wait_for("homeassistant/#", everything)
+        assert old not in {m.topic for m in late.messages}  # nothing retained there any more
+    finally:
+        late.close()
+    # The first judged picture replaces the placeholder.
+    collector.publish("cameras/front_door/snapshot", jpeg(230))
+    collector.wait_for("llm2mqtt/front_door_lock/result")
+    assert _retained(broker.port, image, 1)[image] != placeholder_image()
 
 
 @pytest.mark.broker

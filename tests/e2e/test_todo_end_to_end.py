@@ -1,6 +1,7 @@
 """Notes through the real daemon: Mosquitto, the Ollama stand-in as the model, the REST API."""
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 
 from bridge.todo.normalize import forms
 from bridge.todo.store import TodoStore
+from tests.conftest import LOCK_RULE
 from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto, free_port, running
-from tests.support.ollama_standin import ChatRequest, OllamaStandin
+from tests.support.ollama_standin import ChatRequest, OllamaStandin, default_reply
+from tests.support.samples import jpeg
 
 pytestmark = pytest.mark.broker
 
@@ -211,6 +214,13 @@ def test_rest_api_lists_filters_changes_and_undoes(todo_daemon: dict[str, Any], 
     api, uids = todo_daemon["api"], todo_daemon["uids"]
     bill = uids["Pay electricity bill"]
     assert api.get("/tasks", params={"q": "electricity"}).json()["count"] == 1
+    # The same reading of a title as note matching: kana, romaji, width and case.
+    for query in ("ぎゅうにゅう", "gyuunyuu", "ＥＬＥＣＴＲＩＣＩＴＹ"):
+        titles = [t["title"] for t in api.get("/tasks", params={"q": query}).json()["items"]]
+        assert titles == ["Pay electricity bill" if query.startswith("Ｅ") else "牛乳を買う"], (query, titles)
+    # Times are ISO 8601 strings, as on MQTT.
+    task = api.get(f"/tasks/{bill}").json()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", task["created"]), task
     assert api.patch(f"/tasks/{bill}", json={"due": "2026-12-24", "genre": "household"}).status_code == 200
     assert api.get("/tasks", params={"genre": "household"}).json()["items"][0]["uid"] == bill
     assert api.patch(f"/tasks/{bill}", json={"genre": "toys"}).status_code == 422
@@ -228,6 +238,9 @@ def test_rest_api_lists_filters_changes_and_undoes(todo_daemon: dict[str, Any], 
     assert "/api/todo/tasks/{uid}" in spec["paths"]
     published = collector.wait_for("llm2mqtt/todo/event", where=lambda m: m.json()["action"] == "delete")
     assert published[0].json()["before"]["uid"] == bill
+    assert published[0].json()["before"]["updated"].endswith("Z")
+    assert history[0]["ts"].endswith("Z")
+    assert history[0]["after"]["created"] == task["created"]
 
 
 def test_rest_api_token(daemon: Callable[..., Any], collector: Collector) -> None:
@@ -310,3 +323,58 @@ def test_a_missing_embed_model_fails_the_note_with_what_to_do(
     error = collector.wait_for("llm2mqtt/todo_note/error")[0].json()["error"]
     assert "ollama pull bge-m3" in error
     assert len(ollama.requests) == 1  # the second note never reached the chat model
+
+
+def test_the_log_says_what_was_decided(
+    daemon: Callable[..., Any], collector: Collector, ollama: OllamaStandin
+) -> None:
+    """At info level: one line per finished job and per Todo change; no HTTP client lines."""
+    ollama.responder = lambda req: model(req) if req.model == RULE["model"] else default_reply(req)
+    port = free_port()
+    proc = daemon([LOCK_RULE, RULE], log_level="info", http={"enabled": True, "port": port})
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/todo", timeout=5) as api:
+        milk = api.post("/tasks", json={"title": "牛乳を買う", "genre": "shopping"}).json()["uid"]
+        collector.publish("cameras/front_door/snapshot", jpeg(230))
+        lock = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
+        collector.publish("llm2mqtt/todo/note", "ぎゅうにゅう買っといて")
+        note = collector.wait_for("llm2mqtt/todo_note/result")[0].json()
+    assert proc.stop() == 0
+    lines = proc.output().splitlines()
+    assert not [line for line in lines if "httpx" in line or "HTTP Request" in line]
+    decided = [line for line in lines if lock["job_id"] in line]
+    assert len(decided) == 1, lines
+    assert re.search(
+        r"INFO +bridge\.pipeline\.runner: front_door_lock: locked \(confidence \d\.\d\d\) "
+        r"from mqtt:cameras/front_door/snapshot; model \d+ ms, job ",
+        decided[0],
+    ), decided
+    todo = [line for line in lines if "todo:" in line]
+    assert len(todo) == 2, todo
+    assert f"todo: create '牛乳を買う' (uid {milk}) through the REST API" in todo[0]
+    assert (
+        f"todo: update '牛乳を買う' (uid {milk}) from note 'ぎゅうにゅう買っといて', confidence 0.90"
+        in todo[1]
+    )
+    assert any(
+        "todo_note: update (confidence 0.90) from mqtt:llm2mqtt/todo/note" in line and note["job_id"] in line
+        for line in lines
+    )
+
+
+def test_a_fresh_daemon_lists_the_note_topic_and_is_ready_for_the_first_note(
+    daemon: Callable[..., Any], collector: Collector, ollama: OllamaStandin
+) -> None:
+    """bridge/info names the topic notes come on; kanji readings (pykakasi's dictionaries, about
+    0.5 s to load) are ready before the first note, so it is as quick as the next."""
+    ollama.responder = lambda req: reply(action="create", title="牛乳")
+    daemon([RULE, {**RULE, "name": "work_list"}])
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    info = collector.wait_for("llm2mqtt/bridge/info")[0].json()
+    inputs = {r["name"]: r["inputs"] for r in info["rules"]}
+    assert inputs == {"todo_note": ["llm2mqtt/todo/note"], "work_list": []}  # the first by name
+    collector.publish("llm2mqtt/todo/note", "牛乳きれてた")
+    timings = collector.wait_for("llm2mqtt/todo_note/result")[0].json()["timings"]
+    # The bridge's own part of the job: everything but waiting in the queue and the model.
+    own_ms = timings["total"] - timings["queued"] - timings["llm"]
+    assert own_ms < 250, timings

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.mqtt_helpers import free_port
 
 HA_VERSION = "2025.4.4"  # the last release that runs on Python 3.13.0
@@ -145,6 +147,27 @@ def _say(message: str) -> None:
     print(f"[home assistant] {message}", file=sys.__stderr__, flush=True)
 
 
+def blueprint_entity_filter(blueprint: Path, field: str) -> list[dict[str, Any]]:
+    """The entity filter of a blueprint input: what Home Assistant's entity picker offers there."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!input", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+    document = yaml.load(blueprint.read_text("utf-8"), Loader=Loader)
+    found: list[dict[str, Any]] = document["blueprint"]["input"][field]["selector"]["entity"]["filter"]
+    return found
+
+
+def picker_offers(filters: list[dict[str, Any]], entity_id: str, device_class: str | None) -> bool:
+    """Whether an entity filter (domain, device_class) lets the picker offer this entity."""
+    domain = entity_id.split(".")[0]
+    return any(
+        f.get("domain", domain) == domain and f.get("device_class", device_class) == device_class
+        for f in filters
+    )
+
+
 def mqtt_entry(port: int, host: str = "127.0.0.1") -> dict[str, Any]:
     """A config entry of the MQTT integration for a broker (discovery on, default prefix)."""
     return {
@@ -252,6 +275,17 @@ class HomeAssistant:
 
     def rest_post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", path, body or {})
+
+    def rest_get_bytes(self, path: str) -> tuple[int, bytes]:
+        """The HTTP status and body of an authenticated GET (an image, say)."""
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def state(self, entity_id: str) -> dict[str, Any] | None:
         """The entity's state object (`state`, `attributes`…), or None when it does not exist."""

@@ -101,6 +101,42 @@ def test_rule_errors(tmp_path: Path, rule: str, expected: str) -> None:
     assert any(expected in p for p in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("config", "rule", "expected"),
+    [
+        (
+            "ollama: {parallel: two}\n",
+            GOOD_RULE,
+            "ollama.parallel (line 1): write a whole number, such as 2 (found 'two')",
+        ),
+        ("http: {enabled: maybe}\n", GOOD_RULE, "http.enabled (line 1): write true or false (found 'maybe')"),
+        ("mqtt: {protocol: '4'}\n", GOOD_RULE, "mqtt.protocol (line 1): write '5' or '3.1.1' (found '4')"),
+        ("mqtt: {keepalive: 1}\n", GOOD_RULE, "mqtt.keepalive (line 1): must be at least 5 (found 1)"),
+        (
+            "{}",
+            GOOD_RULE.replace("name: front_door_lock", "name: Front-Door"),
+            "name (line 1): use lower-case letters, digits and _ (starting with a letter or digit), "
+            "e.g. front_door (found 'Front-Door')",
+        ),
+        ("{}", GOOD_RULE.replace("model: qwen2.5vl:3b", "model: ''"), "model (line 3): cannot be empty"),
+        ("{}", GOOD_RULE + "priority: high\n", "priority (line 8): write a whole number, such as 2"),
+        ("{}", GOOD_RULE + "recheck_below: 3\n", "recheck_below (line 8): must be at most 1"),
+        ("{}", GOOD_RULE + "image: {crop: [0, 0]}\n", "image.crop.2 (line 8): item 3 is missing"),
+        ("{}", GOOD_RULE + "homeassistant: {icon: lock}\n", "write an icon as set:name, e.g. mdi:lock"),
+        (
+            "{}",
+            GOOD_RULE.replace("inputs:\n  - mqtt: cameras/front_door/snapshot\n", "inputs: cam\n"),
+            "inputs (line 6): write a list: [a, b] or one `- item` per line",
+        ),
+    ],
+)
+def test_errors_say_what_to_write(tmp_path: Path, config: str, rule: str, expected: str) -> None:
+    problems = _problems(_write(tmp_path, config, lock=rule))
+    assert any(expected in p for p in problems), problems
+    # pydantic's own wording ("Input should be …", a bare regex) never reaches the user.
+    assert not [p for p in problems if "Input should" in p or "should match pattern" in p], problems
+
+
 def test_duplicate_rule_names_name_both_files(tmp_path: Path) -> None:
     problems = _problems(_write(tmp_path, "{}", a=GOOD_RULE, b=GOOD_RULE))
     assert any("rules/b.yaml" in p and "also used in" in p and "rules/a.yaml" in p for p in problems)

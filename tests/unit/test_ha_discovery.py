@@ -1,17 +1,22 @@
 """Home Assistant discovery: pure payload tables."""
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
+from PIL import Image
 
 from bridge.config.homeassistant import slug_problems, slugify
 from bridge.config.loader import load_config, rule_adapter
 from bridge.config.rules import RuleBase
 from bridge.errors import ConfigError
-from bridge.homeassistant.discovery import Node, discovery, on_answer, removals, rule_entities
+from bridge.homeassistant.discovery import Node, absent_images, discovery, removals, rule_entities
+from bridge.homeassistant.extension import placeholder_image
+from bridge.homeassistant.kinds import device_class, on_answer
+from tests.support.ha_harness import blueprint_entity_filter, picker_offers
 
 LOCK: dict[str, Any] = {
     "name": "front_door_lock",
@@ -22,6 +27,9 @@ LOCK: dict[str, Any] = {
     "homeassistant": {"device_class": "lock", "name": "Front door"},
 }
 NODE = Node("llm2mqtt", "homeassistant", "1.2.3")
+ROOT = Path(__file__).resolve().parents[2]
+BLUEPRINTS = ROOT / "homeassistant" / "blueprints" / "automation" / "llm2mqtt"
+LOCK_BLUEPRINT = BLUEPRINTS / "lock_unlocked_notify.yaml"
 _jinja = jinja2.Environment(autoescape=False)
 
 
@@ -74,7 +82,7 @@ def test_colliding_slugs_are_config_errors(names: list[str], expected: list[str]
 @pytest.mark.parametrize(
     ("device_class", "labels", "explicit", "on_when"),
     [
-        (None, {"true": "locked", "false": "unlocked"}, None, True),  # no class: yes is on
+        (None, {"true": "home", "false": "away"}, None, True),  # no class: yes is on
         ("lock", {"true": "locked", "false": "unlocked"}, None, False),  # locked -> off
         ("lock", {"true": "unlocked", "false": "locked"}, None, True),  # "is it unlocked?"
         ("lock", None, None, False),  # y/n labels: a lock rule asks "is it locked?"
@@ -94,16 +102,62 @@ def test_binary_sensor_polarity(
     assert render(template, {"answer": not on_when}) == "OFF"
 
 
+@pytest.mark.parametrize(
+    ("labels", "homeassistant", "expected_class", "on_when"),
+    [
+        ({"true": "locked", "false": "unlocked"}, {}, "lock", False),  # the shipped rule's labels
+        ({"true": "Unlocked", "false": "LOCKED"}, {}, "lock", True),  # any case; "is it unlocked?"
+        ({"true": " locked ", "false": "unlocked"}, {}, "lock", False),
+        ({"true": "施錠", "false": "解錠"}, {}, "lock", False),
+        ({"true": "開錠", "false": "施錠"}, {}, "lock", True),
+        ({"true": "施錠中", "false": "解錠中"}, {}, "lock", False),
+        ({"true": "locked", "false": "locked"}, {}, None, True),  # not a pair: no guess
+        ({"true": "locked", "false": "open"}, {}, None, True),
+        ({"true": "closed", "false": "open"}, {}, None, True),
+        (None, {}, None, True),  # y/n
+        ({"true": "locked", "false": "unlocked"}, {"device_class": None}, None, True),  # null: plain on/off
+        ({"true": "locked", "false": "unlocked"}, {"device_class": "door"}, "door", True),  # written wins
+    ],
+)
+def test_lock_labels_make_a_lock_sensor(
+    labels: dict[str, str] | None, homeassistant: dict[str, Any], expected_class: str | None, on_when: bool
+) -> None:
+    data = {k: v for k, v in LOCK.items() if k != "homeassistant"}
+    r = rule_adapter().validate_python({**data, "labels": labels, "homeassistant": homeassistant})
+    assert device_class(r) == expected_class
+    sensor = configs(r)["homeassistant/binary_sensor/llm2mqtt/front_door_lock/config"]
+    assert sensor.get("device_class") == expected_class
+    assert render(sensor["value_template"], {"answer": on_when}) == "ON"
+    assert render(sensor["value_template"], {"answer": not on_when}) == "OFF"
+
+
+def test_the_shipped_lock_rule_fits_the_lock_blueprint() -> None:
+    config = load_config(ROOT / "config.yaml", {})
+    lock = next(r for r in config.rules if r.name == "front_door_lock")
+    assert lock.homeassistant.device_class == "lock"
+    sensor = configs(lock)["homeassistant/binary_sensor/llm2mqtt/front_door_lock/config"]
+    assert render(sensor["value_template"], {"answer": True}) == "OFF"  # locked is off
+    filters = blueprint_entity_filter(LOCK_BLUEPRINT, "lock_sensor")
+    assert picker_offers(filters, "binary_sensor.front_door_lock", sensor["device_class"])
+    assert not picker_offers(filters, "binary_sensor.front_door_lock", None)
+    assert "homeassistant/image/llm2mqtt/front_door_lock_image/config" in configs(lock)
+    assert picker_offers(
+        blueprint_entity_filter(LOCK_BLUEPRINT, "snapshot"), "image.front_door_lock_image", None
+    )
+
+
 SCHEDULED = {"schedule": {"every": "10m"}, "snapshot": {"url": "http://camera.local/snap.jpg"}}
+TODO = {"handler": "todo_match", "labels": None, "homeassistant": None, "name": "todo_note"}
 
 
 @pytest.mark.parametrize(
     ("overrides", "entities"),
     [
         (
-            {},
+            {"image": {"max_side": 640}},
             {"binary_sensor/front_door_lock", "image/front_door_lock_image", "event/front_door_lock_job"},
         ),
+        ({}, {"binary_sensor/front_door_lock", "event/front_door_lock_job"}),  # no image: key
         (
             SCHEDULED,
             {
@@ -114,14 +168,49 @@ SCHEDULED = {"schedule": {"every": "10m"}, "snapshot": {"url": "http://camera.lo
                 "switch/front_door_lock_paused",
             },
         ),
-        (
+        (  # text only: no image entity
             {"handler": "classify", "labels": ["a", "b"], "homeassistant": None, "name": "room"},
+            {"sensor/room", "event/room_job"},
+        ),
+        (
+            {"handler": "describe", "labels": None, "homeassistant": None, "name": "scene", "image": {}},
+            {"sensor/scene", "image/scene_image", "event/scene_job"},
+        ),
+        (
+            {"handler": "describe", "labels": None, "homeassistant": {"image": True}, "name": "scene"},
+            {"sensor/scene", "image/scene_image", "event/scene_job"},
+        ),
+        (
+            {**SCHEDULED, "homeassistant": {"image": False}},
+            {
+                "binary_sensor/front_door_lock",
+                "event/front_door_lock_job",
+                "button/front_door_lock_check",
+                "switch/front_door_lock_paused",
+            },
+        ),
+        (  # accepts said outright
+            {
+                "handler": "classify",
+                "labels": ["a", "b"],
+                "homeassistant": None,
+                "name": "room",
+                "accepts": "any",
+            },
             {"sensor/room", "image/room_image", "event/room_job"},
         ),
         (
-            {"handler": "describe", "labels": None, "homeassistant": None, "name": "scene"},
-            {"sensor/scene", "image/scene_image", "event/scene_job"},
+            {**SCHEDULED, "accepts": "text"},
+            {
+                "binary_sensor/front_door_lock",
+                "event/front_door_lock_job",
+                "button/front_door_lock_check",
+                "switch/front_door_lock_paused",
+            },
         ),
+        (TODO, {"sensor/todo_note", "event/todo_note_job"}),
+        ({**TODO, "homeassistant": {"events": []}}, {"sensor/todo_note"}),
+        ({**TODO, "image": {"max_side": 512}}, {"sensor/todo_note", "event/todo_note_job"}),
         ({"homeassistant": {"enabled": False}}, set()),
         ({"enabled": False}, set()),
     ],
@@ -131,6 +220,24 @@ def test_entities_per_rule(overrides: dict[str, Any], entities: set[str]) -> Non
         topic.removeprefix("homeassistant/").removesuffix("/config") for topic in configs(rule(**overrides))
     }
     assert found == {f"{e.split('/')[0]}/llm2mqtt/{e.split('/')[1]}" for e in entities}
+    # A rule without an image entity has its image config cleared (an empty retained message).
+    cleared = absent_images(NODE, [rule(**overrides)])
+    assert bool(cleared) == (not any(e.startswith("image/") for e in entities))
+    assert all(t.startswith("homeassistant/image/llm2mqtt/") and t.endswith("_image/config") for t in cleared)
+
+
+def test_text_only_rules_cannot_ask_for_an_image(tmp_path: Path) -> None:
+    note = "name: note\nhandler: todo_match\nmodel: m\nprompt: p\nhomeassistant: {image: true}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, "", note=note), {})
+    assert "homeassistant.image: a todo_match rule reads only text" in "\n".join(caught.value.problems)
+
+
+def test_placeholder_is_a_small_jpeg() -> None:
+    picture = placeholder_image()
+    assert picture[:2] == b"\xff\xd8"
+    assert len(picture) < 4000
+    assert Image.open(io.BytesIO(picture)).size == (160, 120)
 
 
 def test_entity_payloads_by_handler() -> None:
@@ -197,7 +304,12 @@ def test_entity_payloads_by_handler() -> None:
 def test_event_entity_picks_its_rules_finished_jobs(
     event: dict[str, Any], expected: dict[str, Any] | None
 ) -> None:
-    config = configs(rule())["homeassistant/event/llm2mqtt/front_door_lock_job/config"]
+    default = configs(rule())["homeassistant/event/llm2mqtt/front_door_lock_job/config"]
+    assert default["event_types"] == ["done", "failed"]
+    if event["type"] == "job_skipped":  # skips fire only when asked for: 144 a day at every: 10m
+        assert render(default["value_template"], event) == ""
+    options = {**LOCK["homeassistant"], "events": ["done", "failed", "skipped"]}
+    config = configs(rule(homeassistant=options))["homeassistant/event/llm2mqtt/front_door_lock_job/config"]
     assert config["event_types"] == ["done", "failed", "skipped"]
     rendered = render(config["value_template"], event)
     if expected is None:

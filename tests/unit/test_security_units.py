@@ -16,9 +16,9 @@ from PIL import Image
 
 from bridge.cli import main
 from bridge.config.handler_rules import TodoMatchRule
-from bridge.config.loader import filters_overlap
 from bridge.config.redact import redact_url, redact_urls_in
 from bridge.config.settings import Settings
+from bridge.config.topic_loops import filters_overlap
 from bridge.errors import InputError
 from bridge.pipeline.fetch import NOT_ALLOWED, NOT_FETCHED, fetch_job_image
 from bridge.pipeline.images import ImageError, ImageSpec, prepare_image

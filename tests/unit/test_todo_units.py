@@ -11,9 +11,9 @@ from bridge.config.handler_rules import TodoMatchRule
 from bridge.config.http import HttpSettings
 from bridge.errors import AnswerError
 from bridge.todo.decide import plan_change
-from bridge.todo.normalize import fold, forms
+from bridge.todo.normalize import contains, fold, forms
 from bridge.todo.retrieval import CandidateIndex
-from bridge.todo.store import TodoError, TodoStore
+from bridge.todo.store import TodoError, TodoStore, public
 from handlers.base import PromptInput
 from handlers.todo_match import TodoMatchHandler
 
@@ -75,6 +75,39 @@ def test_retrieval_follows_changes_and_limits_k() -> None:
     index.add("milk2", "牛乳")
     assert index.top("牛乳", 1)[0].uid == "milk2"
     assert index.top("zzzz qqqq", 8) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("ぎゅうにゅう", {"milk"}),  # the reading of 牛乳
+        ("ギュウニュウ", {"milk"}),
+        ("gyuunyuu", {"milk"}),  # romaji, long vowels as typed
+        ("牛乳", {"milk"}),
+        ("MILK", {"buy_milk"}),
+        ("ｍｉｌｋ", {"buy_milk"}),  # full width
+        ("electricity", {"bill"}),
+        ("ごみ", {"trash"}),  # ゴミ in katakana
+        ("はいしゃ", {"dentist"}),
+        ("かう", {"milk"}),
+        ("zzz", set()),
+    ],
+)
+def test_search_reads_titles_as_note_matching_does(query: str, found: set[str], tmp_path: Path) -> None:
+    assert {key for key, title in TASKS.items() if contains(title, query)} == found
+    store = TodoStore(tmp_path / "todo.sqlite3")
+    uids = {store.create(title, source="test").uid: key for key, title in TASKS.items()}
+    assert {uids[t.uid] for t in store.tasks(query=query)} == found
+    assert len(store.tasks(query="a", limit=2)) <= 2
+
+
+def test_tasks_and_changes_show_iso_times(tmp_path: Path) -> None:
+    store = TodoStore(tmp_path / "todo.sqlite3", clock=lambda: 1764676800.0)
+    change = public(store.create("牛乳を買う", source="test").as_dict())
+    assert (
+        change["ts"] == change["after"]["created"] == change["after"]["updated"] == "2025-12-02T12:00:00.000Z"
+    )
+    assert public(store.tasks()[0].as_dict())["updated"] == "2025-12-02T12:00:00.000Z"
 
 
 def test_store_changes_history_undo_and_notes(tmp_path: Path) -> None:
