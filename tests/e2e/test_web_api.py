@@ -1,6 +1,7 @@
 """The web console's REST API against a real daemon, broker and Ollama stand-in."""
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +37,15 @@ def run_image(api: httpx.Client, brightness: int = 200, rule: str = "front_door_
 def test_health_reports_broker_backend_and_queue(api: httpx.Client) -> None:
     health = api.get("/api/health").json()
     assert health["broker"] == {"connected": True}
-    assert health["backends"][0]["reachable"] is True
+    backend = health["backends"][0]
+    assert backend["reachable"] is True
+    assert (backend["in_flight"], backend["parallel"]) == (0, 1)
     assert health["queue_depth"] == 0
+    run_image(api)
+    after = api.get("/api/health").json()["backends"][0]
+    assert after["latency_ms"] is not None
+    page = api.get("/").text
+    assert re.search(r"in flight 0/1 · \d+ ms", page)  # each backend's slots and recent latency
 
 
 def test_run_with_an_uploaded_image_is_a_journaled_job_published_on_mqtt(
