@@ -62,7 +62,8 @@ class SqsSource(Extension):
     async def start(self, core: Core) -> None:
         self._core = core
         self._aws: AwsClients = await self._context.open()
-        self._limit = self._settings.max_in_flight or 2 * core.settings.ollama.parallel
+        slots = sum(backend.parallel for backend in core.settings.backend_settings().values())
+        self._limit = self._settings.max_in_flight or 2 * slots
         for queue in self._queues:
             self._spawn(self._receive_loop(queue), f"sqs-receive-{queue.name}")
         self._spawn(self._heartbeat_loop(), "sqs-heartbeat")

@@ -35,7 +35,7 @@ class AwsSettings(StrictModel):
         900, gt=0, description="After this, a message is no longer extended and returns to the queue"
     )
     max_in_flight: int | None = Field(
-        None, ge=1, le=1000, description="Messages held at once; default: 2 x ollama.parallel"
+        None, ge=1, le=1000, description="Messages held at once; default: twice the backends' parallel slots"
     )
     buckets: list[str] = Field(
         default_factory=list, description="S3 buckets a job may name for its image (nothing else is read)"
