@@ -4,6 +4,11 @@ SQLite in WAL mode. Writes made while the event loop runs are grouped: they go i
 transaction that is committed once per loop iteration (group commit), and whatever must wait
 for durability (acknowledging an MQTT message, publishing from the outbox) is registered with
 `after_commit`. Without a loop (the CLI, tests) every write commits at once.
+
+Lifecycle events (QoS 0, not retained: telemetry, not the record) are not written: they are
+held in memory with the transaction they belong to and handed to the outbox once it commits,
+so none leaves before the job it speaks of is durable, and none costs a row, a delete and a
+journal write per job. A crash can lose an event; never a result, state or error.
 """
 
 import asyncio
@@ -110,6 +115,11 @@ class OutboxMessage:
     sink: str = "mqtt"
     job_id: str | None = None
 
+    @property
+    def durable(self) -> bool:
+        """Kept in the outbox table until delivered; QoS 0 MQTT telemetry is only held in memory."""
+        return self.qos > 0 or self.retain or self.sink != "mqtt"
+
 
 @dataclass(frozen=True)
 class OpenJob:
@@ -154,6 +164,8 @@ class Journal:
         self._soon: asyncio.Handle | None = None
         self._lazy: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._events: list[OutboxMessage] = []  # this transaction's QoS 0 messages
+        self._events_ready: list[OutboxMessage] = []  # committed ones, for the outbox to send
 
     # -- transactions -----------------------------------------------------------------
 
@@ -165,19 +177,23 @@ class Journal:
         self._lazy_delay = lazy_delay
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, statements: int = 1) -> Iterator[sqlite3.Connection]:
+        """One write in the group. A failed write undoes itself, not the others in the group:
+        SQLite undoes a failed statement on its own; a write of several takes a savepoint."""
         if not self._in_tx:
             self._db.execute("BEGIN IMMEDIATE")
             self._in_tx = True
-        # A savepoint per write: a failed write undoes itself, not the others in the group.
-        self._db.execute("SAVEPOINT write")
+        if statements > 1:
+            self._db.execute("SAVEPOINT write")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK TO write")
-            self._db.execute("RELEASE write")
+            if statements > 1:
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
             raise
-        self._db.execute("RELEASE write")
+        if statements > 1:
+            self._db.execute("RELEASE write")
         if self._loop is None:
             self.commit()
         elif self._lazy is None and self._soon is None:
@@ -192,9 +208,21 @@ class Journal:
         if self._in_tx:
             self._db.execute("COMMIT")
             self._in_tx = False
+        if self._events:
+            self._events_ready += self._events
+            self._events = []
         callbacks, self._after = self._after, []
         for callback in [*callbacks, *self._listeners]:
             callback()
+
+    def take_events(self) -> list[OutboxMessage]:
+        """The QoS 0 messages of committed writes, oldest first; they are the caller's now."""
+        ready, self._events_ready = self._events_ready, []
+        return ready
+
+    def return_events(self, events: list[OutboxMessage]) -> None:
+        """Events the caller could not send yet (no broker): first in line next time."""
+        self._events_ready[:0] = events
 
     def on_every_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit (the outbox sends what became durable)."""
@@ -293,14 +321,14 @@ class Journal:
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
         with self._write() as db:
-            db.execute(
-                "UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1 WHERE id = ?",
+            row = db.execute(
+                "UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1 WHERE id = ?"
+                f" RETURNING {_JOB_COLUMNS}",
                 (self._clock(), job_id),
-            )
-        job = self.get(job_id)
-        if job is None:
+            ).fetchone()
+        if row is None:
             raise KeyError(job_id)
-        return job
+        return _job(row)
 
     def finish(
         self,
@@ -312,7 +340,8 @@ class Journal:
         messages: Iterable[OutboxMessage] = (),
     ) -> None:
         """Record the outcome and queue its messages, in one transaction."""
-        with self._write() as db:
+        messages = list(messages)
+        with self._write(statements=1 + any(m.durable for m in messages)) as db:
             db.execute(
                 "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
                 (state, self._clock(), _dumps(result), error, job_id),
@@ -345,7 +374,7 @@ class Journal:
     def prune(self, retention: float) -> int:
         """Delete finished jobs older than `retention` seconds, and images no job uses."""
         cutoff = self._clock() - retention
-        with self._write() as db:
+        with self._write(statements=2) as db:
             removed = db.execute(
                 "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
             ).rowcount
@@ -359,6 +388,10 @@ class Journal:
     # -- outbox -----------------------------------------------------------------------
 
     def add_messages(self, messages: Iterable[OutboxMessage]) -> None:
+        messages = list(messages)
+        if not self._in_tx and not any(m.durable for m in messages):
+            self._events_ready += messages  # nothing to wait for: only telemetry
+            return
         with self._write() as db:
             self._add_messages(db, messages)
 
@@ -366,14 +399,29 @@ class Journal:
         self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
     ) -> None:
         now = self._clock()
-        db.executemany(
-            "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (m.topic, m.payload, m.qos, int(m.retain), _dumps(m.props), now, m.sink, m.job_id or job_id)
-                for m in messages
-            ],
-        )
+        rows = []
+        for m in messages:
+            if m.durable:
+                rows.append(
+                    (
+                        m.topic,
+                        m.payload,
+                        m.qos,
+                        int(m.retain),
+                        _dumps(m.props),
+                        now,
+                        m.sink,
+                        m.job_id or job_id,
+                    )
+                )
+            else:
+                self._events.append(m)
+        if rows:
+            db.executemany(
+                "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def pending_messages(
         self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
@@ -403,6 +451,16 @@ class Journal:
         """Outbox rows of this job not yet delivered."""
         return int(self._db.execute("SELECT count(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0])
 
+    def last_done(self, rule: str, *, with_image: bool = False) -> Job | None:
+        """The rule's most recently finished successful job (with an image of its own, if asked)."""
+        image = " AND image IS NOT NULL" if with_image else ""
+        row = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
+            f"{image} ORDER BY finished DESC LIMIT 1",
+            (rule,),
+        ).fetchone()
+        return _job(row) if row else None
+
     def previous_state(self, rule: str, job_id: str) -> str | None:
         """The `state` of the rule's last finished job before `job_id` (for "only on change")."""
         row = self._db.execute(
@@ -413,12 +471,18 @@ class Journal:
         return None if row is None or row[0] is None else str(row[0])
 
     def delete_messages(self, ids: Iterable[int]) -> None:
-        with self._write() as db:
-            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        """Delete delivered rows: one statement per few hundred rows, not one per row."""
+        ids = list(ids)
+        for at in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[at : at + _DELETE_CHUNK]
+            with self._write() as db:
+                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     def outbox_size(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
+
+_DELETE_CHUNK = 500  # ids per DELETE, well below SQLite's limit of bound parameters
 
 _JOB_COLUMNS = (
     "id, rule, source, state, priority, created, attempts, input, image, started, finished,"

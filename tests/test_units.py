@@ -9,6 +9,7 @@ import pytest
 
 from bridge.errors import AnswerError, InputError
 from bridge.journal import Job, Journal, OutboxMessage
+from bridge.outbox import Outbox
 from bridge.payloads import parse_payload, summarize
 from bridge.queue import JobQueue, QueueClosed
 from bridge.topics import Topics
@@ -280,3 +281,70 @@ def test_failed_write_undoes_only_itself(tmp_path: Path) -> None:
         assert journal.get("a") is not None
 
     asyncio.run(scenario())
+
+
+class _Recorder:
+    """A Publisher that takes everything at once and remembers the order."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, props: object = None
+    ) -> int | None:
+        self.sent.append((topic, qos))
+        return len(self.sent)
+
+
+def test_events_wait_for_their_commit_take_no_row_and_follow_the_rows(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.sqlite3")
+        journal.group_commits(asyncio.get_running_loop())
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        publisher = _Recorder()
+        outbox = Outbox(journal, publisher, loop=asyncio.get_running_loop())
+        journal.add_job(_job("a"))
+        outbox.add([OutboxMessage("event", b"queued", qos=0)], urgent=False)
+        journal.finish(
+            "a",
+            "done",
+            result={"ok": True},
+            messages=[OutboxMessage("result", b"r"), OutboxMessage("event", b"done", qos=0)],
+        )
+        assert publisher.sent == []  # nothing leaves before the commit
+        journal.commit()
+        assert publisher.sent == [("result", 1), ("event", 0), ("event", 0)]
+        assert not any("outbox" in s and "event" in s for s in statements if s.startswith("INSERT"))
+        assert journal.outbox_size() == 1
+        outbox.on_published(1)
+        await asyncio.sleep(0)
+        journal.commit()
+        assert journal.outbox_size() == 0
+        # Nothing to wait for: an event alone goes at once.
+        outbox.add([OutboxMessage("event", b"skipped", qos=0)])
+        assert publisher.sent[-1] == ("event", 0)
+
+    asyncio.run(scenario())
+
+
+def test_delivered_rows_are_deleted_in_one_statement(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_messages([OutboxMessage(f"t{i}", b"p") for i in range(700)])
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    journal.delete_messages(m.id for m in journal.pending_messages(limit=1000))
+    assert journal.outbox_size() == 0
+    assert len([s for s in statements if s.startswith("DELETE")]) == 2  # 500 ids per statement
+
+
+def test_a_failed_finish_leaves_the_job_as_it_was(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_job(_job("a"))
+    journal.start("a")
+    with pytest.raises(Exception, match="NOT NULL"):
+        journal.finish("a", "done", result={}, messages=[OutboxMessage("t", None)])  # type: ignore[arg-type]
+    assert journal.get("a").state == "running"  # type: ignore[union-attr]
+    assert journal.outbox_size() == 0
