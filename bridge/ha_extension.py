@@ -7,23 +7,25 @@ retained message, which makes Home Assistant remove the entity; the list of publ
 topics is kept in the data directory so this works across restarts.
 
 The last judged image of each rule is published retained on `<base>/<rule>/image` for the
-image entity, and kept on disk with the last result so both can be republished to a
-broker that lost its retained messages.
+image entity, with the job's other messages. To feed a broker that lost its retained
+messages, the last result and image of each rule are read back from the journal, which
+holds them anyway (the image as the job's input, prepared again the same way), so a job
+costs this extension no work of its own beyond that one message.
 """
 
 import asyncio
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
 from bridge.extensions import Extension
 from bridge.homeassistant import HomeAssistantSettings, Node, discovery, removals
-from bridge.images import PreparedImage
+from bridge.images import PreparedImage, prepare_image
 from bridge.journal import Job, OutboxMessage
 from bridge.mqtt import Inbound
+from bridge.results import dumps
 from bridge.rules import RuleBase
 
 if TYPE_CHECKING:
@@ -44,11 +46,8 @@ class HomeAssistantExtension(Extension):
         self._bridge: Bridge | None = None
         self._configs: dict[str, bytes] = {}
         self._published: set[str] = set()
-        self._images: dict[str, bytes] = {}
-        self._results: dict[str, tuple[bytes, str | None]] = {}
         self._folder = Path()
-        # One writer thread: writes of the same file happen in the order they were asked for.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ha-writer")
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def bridge(self) -> "Bridge":
@@ -69,7 +68,9 @@ class HomeAssistantExtension(Extension):
         )
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._writer.shutdown, wait=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def on_connected(self) -> None:
         # Discovery and images are ours alone; results are republished only when Home
@@ -88,20 +89,37 @@ class HomeAssistantExtension(Extension):
             link.publish(topic, b"", qos=1, retain=True)
         for topic, payload in self._configs.items():
             link.publish(topic, payload, qos=1, retain=True)
-        for name, image in self._images.items():
-            if name in self.bridge.rules:
-                link.publish(self._image_topic(name), image, qos=1, retain=True)
-        if states:
-            for name, (result, state) in self._results.items():
-                rule = self.bridge.rules.get(name)
-                if rule is None or not rule.outputs.retain:
-                    continue  # not retained by choice: repeating it would look like a new answer
-                link.publish(self.bridge.topics.result(name), result, qos=1, retain=True)
-                if rule.outputs.state and state is not None:
-                    link.publish(self.bridge.topics.rule_state(name), state.encode(), qos=1, retain=True)
         if stale or set(self._configs) != self._published:
             self._published = set(self._configs)
-            self._in_background(self._save_published, sorted(self._published))
+            listing = json.dumps(sorted(self._published), indent=1).encode()
+            self._in_background(_write_atomic(self._folder / PUBLISHED_FILE, listing))
+        self._in_background(self._republish(states=states))
+
+    async def _republish(self, *, states: bool) -> None:
+        """The last image of each rule and (`states`) its last result, from the journal."""
+        from bridge.worker import image_spec  # the runner imports the extensions' module
+
+        link, journal, topics = self.bridge.link, self.bridge.journal, self.bridge.topics
+        for rule in self.bridge.rules.values():
+            if rule.homeassistant.enabled:
+                job = journal.last_done(rule.name, with_image=True)
+                if job is not None and job.image is not None:
+                    spec = image_spec(rule, self.bridge.settings.limits)
+                    try:
+                        image = await asyncio.to_thread(prepare_image, journal.get_blob(job.image), spec)
+                    except Exception as exc:  # a vanished blob must not stop the others
+                        log.warning("%s: last image not republished: %s", rule.name, exc)
+                    else:
+                        link.publish(self._image_topic(rule.name), image.data, qos=1, retain=True)
+            if not states or not rule.outputs.retain:
+                continue  # not retained by choice: repeating it would look like a new answer
+            last = journal.last_done(rule.name)
+            if last is None or last.result is None:
+                continue
+            link.publish(topics.result(rule.name), dumps(last.result), qos=1, retain=True)
+            state = last.result.get("state")
+            if rule.outputs.state and state is not None:
+                link.publish(topics.rule_state(rule.name), str(state).encode(), qos=1, retain=True)
 
     def _image_topic(self, rule: str) -> str:
         return f"{self.bridge.topics.base}/{rule}/image"
@@ -109,26 +127,14 @@ class HomeAssistantExtension(Extension):
     def after_done(
         self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None
     ) -> list[OutboxMessage]:
-        payload = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-        self._results[rule.name] = (payload, state)
-        self._in_background(self._save_result, rule.name, payload, state)
         if image is None or not rule.homeassistant.enabled:
             return []
-        self._images[rule.name] = image.data
-        self._in_background(self._save_image, rule.name, image.data)
         return [OutboxMessage(topic=self._image_topic(rule.name), payload=image.data, retain=True)]
 
-    # -- the data directory (in a worker thread) -------------------------------------------
-
-    def _in_background(self, write: Any, *args: Any) -> None:
-        self._writer.submit(self._guarded, write, *args)
-
-    @staticmethod
-    def _guarded(write: Any, *args: Any) -> None:
-        try:
-            write(*args)
-        except OSError as exc:
-            log.warning("could not save Home Assistant state: %s", exc)
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _load(self) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
@@ -138,30 +144,17 @@ class HomeAssistantExtension(Extension):
             self._published = {t for t in topics if isinstance(t, str)}
         except (OSError, ValueError) as exc:
             log.warning("%s unreadable (%s): stale entities will not be removed", listing, exc)
-        for name in self.bridge.rules:
-            image = self._folder / f"{name}.jpg"
-            if image.exists():
-                self._images[name] = image.read_bytes()
-            last = self._folder / f"{name}.json"
-            if last.exists():
-                try:
-                    saved = json.loads(last.read_text("utf-8"))
-                    self._results[name] = (json.dumps(saved["result"]).encode(), saved.get("state"))
-                except (OSError, ValueError, KeyError, TypeError):
-                    log.warning("%s unreadable: not republished", last)
-
-    def _save_published(self, topics: list[str]) -> None:
-        _write_atomic(self._folder / PUBLISHED_FILE, json.dumps(topics, indent=1).encode())
-
-    def _save_result(self, rule: str, payload: bytes, state: str | None) -> None:
-        record = {"result": json.loads(payload), "state": state}
-        _write_atomic(self._folder / f"{rule}.json", json.dumps(record, ensure_ascii=False).encode())
-
-    def _save_image(self, rule: str, data: bytes) -> None:
-        _write_atomic(self._folder / f"{rule}.jpg", data)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_suffix(path.suffix + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
+async def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (in a worker thread); a failure is logged, not raised."""
+
+    def write() -> None:
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+
+    try:
+        await asyncio.to_thread(write)
+    except OSError as exc:
+        log.warning("could not save the list of Home Assistant entities: %s", exc)
