@@ -187,7 +187,18 @@ def overhead(
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the process (collapsed stacks, busy threads only) until interrupted."""
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking", "-o", str(out)],
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

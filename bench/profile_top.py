@@ -35,6 +35,7 @@ def top(path: Path, n: int = 10) -> dict[str, list[tuple[str, float]]]:
         threads[frames[0]] += count
         for frame in set(frames[1:]):
             inclusive[frame] += count
+
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100 * c / working, 1)) for name, c in counter.most_common(n)]
 
