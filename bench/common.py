@@ -15,9 +15,9 @@ import psutil
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bridge.mqtt import _no_delay
-from tests.mqtt_helpers import Daemon, Mosquitto
-from tests.ollama_standin import OllamaStandin
+from bridge.pipeline.mqtt import _no_delay
+from tests.support.mqtt_helpers import Daemon, Mosquitto
+from tests.support.ollama_standin import OllamaStandin
 
 TEXT_RULE: dict[str, Any] = {
     "name": "bench_text",

@@ -32,8 +32,8 @@ import yaml
 
 from bench.common import TEXT_RULE, Client, median, percentile
 from bench.spine import job_round_trips, plain_round_trips
-from tests.mqtt_helpers import ROOT, Mosquitto
-from tests.ollama_standin import OllamaStandin
+from tests.support.mqtt_helpers import ROOT, Mosquitto
+from tests.support.ollama_standin import OllamaStandin
 
 System = Literal["naive", "llm2mqtt"]
 BrokerKind = Literal["default", "tuned"]

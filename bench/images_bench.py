@@ -12,7 +12,7 @@ from io import BytesIO
 
 from PIL import Image, ImageChops
 
-from bridge.images import ImageSpec, prepare_image
+from bridge.pipeline.images import ImageSpec, prepare_image
 
 
 def _snapshot_jpeg(size: tuple[int, int] = (4000, 3000)) -> bytes:

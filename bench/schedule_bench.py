@@ -1,6 +1,6 @@
 """Scheduled door checks: a 24-hour trace through the real daemon, and an interactive job's wait.
 
-The trace (bench/doortrace.py, one frame per 30 s) is fed through the rule's MQTT input as fast
+The trace (tests/support/doortrace.py, one frame per 30 s) is fed through the rule's MQTT input as fast
 as the pipeline takes it: each frame is published once the previous one has an outcome (judged
 or skipped), so a day runs in a minute and frame counts stand in for time. The stand-in Ollama
 answers from the pixels (which way the thumb-turn's bar lies).
@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from bench.common import Client, stack, wait_online
-from bench.doortrace import CHANGE_FRAMES, FRAMES, LOCK_CROP, frames, judge_locked, locked_at
-from tests.ollama_standin import ChatRequest, default_reply
+from tests.support.doortrace import CHANGE_FRAMES, FRAMES, LOCK_CROP, frames, judge_locked, locked_at
+from tests.support.ollama_standin import ChatRequest, default_reply
 
 DOOR = "door_lock"
 MAX_AGE_S = 1.5

@@ -17,8 +17,8 @@ import boto3
 import httpx
 
 from bench.common import TEXT_RULE, Client, stack, wait_online
-from tests.aws_helpers import REGION, Moto, moto_server
-from tests.ollama_standin import OllamaStandin
+from tests.support.aws_helpers import REGION, Moto, moto_server
+from tests.support.ollama_standin import OllamaStandin
 
 
 def _send_jobs(moto: Moto, queue_url: str, jobs: int, tag: str) -> None:

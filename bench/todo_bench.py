@@ -1,6 +1,6 @@
 """Todo matching without the model: candidate recall, prompt size, retrieval time.
 
-The labelled set is bench/todo_data/: tasks.txt (64 tasks, each with the notes that mean it)
+The labelled set is tests/support/todo_data/: tasks.txt (64 tasks, each with the notes that mean it)
 and new_notes.txt (notes that should create a task). Prompt tokens are estimated (1 token per
 4 ASCII characters, 1 per other character, about what Qwen's tokenizer does for Japanese),
 the same way for both prompts, so their ratio is what counts.
@@ -9,41 +9,20 @@ the same way for both prompts, so their ratio is what counts.
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bridge.config.handler_rules import TodoMatchRule
 from bridge.todo.retrieval import CandidateIndex
 from handlers.base import PromptInput
-from handlers.todo_match import TodoMatchHandler, TodoMatchRule
-
-DATA = Path(__file__).parent / "todo_data"
-K = 8
-# A top candidate scoring at least this is a "strong" lexical match; used only to count how
-# often a note that should create a task looks like an existing one to the retrieval.
-STRONG = 0.5
+from handlers.todo_match import TodoMatchHandler
+from tests.support.todo_labels import K, evaluate, load
 
 _JA = ["台所", "玄関", "子供", "会社", "庭", "車", "実家", "冷蔵庫", "ベランダ", "寝室", "倉庫", "自転車"]
 _JA_DO = ["の片付け", "の修理", "の点検", "を掃除", "の整理", "の準備", "の見積もり", "の手続き"]
 _EN = ["garage", "attic", "basement", "kids room", "office", "garden shed", "balcony", "pantry", "boat"]
 _EN_DO = ["tidy up", "inspect", "repaint", "organize", "measure", "insure", "declutter", "repair"]
-
-
-def load() -> tuple[dict[str, dict[str, Any]], list[tuple[str, str | None]]]:
-    """Tasks by key, and (note, expected task key or None for "create") pairs."""
-    tasks: dict[str, dict[str, Any]] = {}
-    notes: list[tuple[str, str | None]] = []
-    for line in (DATA / "tasks.txt").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        key, title, genre, variants = (part.strip() for part in line.split("|"))
-        tasks[key] = {"uid": key, "title": title, "genre": genre, "status": "needs_action", "due": None}
-        notes += [(v.strip(), key) for v in variants.split(";") if v.strip()]
-    for line in (DATA / "new_notes.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            notes.append((line.strip(), None))
-    return tasks, notes
 
 
 def distractors(count: int, seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -75,39 +54,6 @@ def prompt_tokens(handler: TodoMatchHandler, note: str, candidates: list[dict[st
     fields = {"candidates": candidates, "today": "2026-11-29"}
     messages = handler.messages(PromptInput(text=note, fields=fields))
     return sum(tokens(m["content"]) for m in messages)
-
-
-def evaluate(tasks: dict[str, dict[str, Any]], notes: list[tuple[str, str | None]]) -> dict[str, Any]:
-    index = CandidateIndex((key, t["title"]) for key, t in tasks.items())
-    matched = [(n, k) for n, k in notes if k is not None]
-    hits = top1 = 0
-    misses = []
-    times = []
-    for note, key in matched:
-        started = time.perf_counter()
-        found = index.top(note, K)
-        times.append((time.perf_counter() - started) * 1000)
-        uids = [c.uid for c in found]
-        hits += key in uids
-        top1 += bool(uids) and uids[0] == key
-        if key not in uids:
-            misses.append(note)
-    creates = [n for n, k in notes if k is None]
-    strong = 0
-    for note in creates:
-        started = time.perf_counter()
-        found = index.top(note, K)
-        times.append((time.perf_counter() - started) * 1000)
-        strong += bool(found) and found[0].score >= STRONG
-    return {
-        "tasks": len(tasks),
-        "recall_at_8": round(hits / len(matched), 3),
-        "top1": round(top1 / len(matched), 3),
-        "missed": misses,
-        "create_notes_with_strong_lexical_match": f"{strong}/{len(creates)}",
-        "retrieval_ms_median": round(statistics.median(times), 3),
-        "retrieval_ms_p95": round(sorted(times)[int(0.95 * (len(times) - 1))], 3),
-    }
 
 
 def bench_todo(quick: bool = False) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import __version__
-from bridge.config import Config
+from bridge.config.loader import ENV_CONFIG, json_schema, load_config
+from bridge.config.settings import Config
 from bridge.errors import ConfigError, Llm2MqttError
-from bridge.images import ImageError, prepare_image
-from bridge.loader import ENV_CONFIG, json_schema, load_config
-from bridge.ollama_backend import OllamaBackend, has_model
-from bridge.worker import ask_model, image_spec
+from bridge.pipeline.images import ImageError, prepare_image
+from bridge.pipeline.ollama_backend import OllamaBackend, has_model
+from bridge.pipeline.runner import ask_model, image_spec
 from handlers import PromptInput, handler_for
 
 EXIT_INVALID = 2

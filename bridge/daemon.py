@@ -5,24 +5,26 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
 from bridge import __version__
-from bridge.config import Config
+from bridge.config.settings import Config
 from bridge.errors import BackendError
-from bridge.extensions import Extension, build_extensions
-from bridge.intake import Intake, Submission
-from bridge.journal import Journal
-from bridge.mqtt import Inbound, MqttLink
-from bridge.ollama_backend import OllamaBackend
-from bridge.outbox import Outbox
-from bridge.queue import JobQueue, QueueClosed
-from bridge.topics import Topics
-from bridge.worker import Runner
+from bridge.extension import Extension
+from bridge.features import build_features
+from bridge.pipeline.intake import Intake, Submission
+from bridge.pipeline.journal import Job, Journal, OutboxMessage
+from bridge.pipeline.mqtt import Inbound, MqttLink
+from bridge.pipeline.ollama_backend import OllamaBackend
+from bridge.pipeline.outbox import Outbox, Sink
+from bridge.pipeline.queue import JobQueue, JobTraits, QueueClosed
+from bridge.pipeline.runner import RuleStats, Runner
+from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,10 @@ class Bridge:
             self.settings,
             clock=self._clock,
         )
-        self.extensions = build_extensions(self)
+        self.extensions = build_features(self.config)
         self.runner.extensions = self.extensions
         for extension in self.extensions:
-            await extension.start(self)
+            await extension.start(self)  # the daemon is the Core the features see
         resumed = self._resume()
         if resumed:
             log.info("resuming %d job(s) from the journal", resumed)
@@ -228,7 +230,11 @@ class Bridge:
         for extension in self.extensions:
             extension.on_connected()
 
-    # -- for extensions ----------------------------------------------------------------
+    # -- the Core that features see (bridge.extension.Core) -------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
 
     def route(self, topic_filter: str, handler: Callable[[Inbound], None], qos: int = 1) -> None:
         """Subscribe and send matching messages to `handler` (on the loop). The message is
@@ -240,6 +246,60 @@ class Bridge:
     def submit(self, submission: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
         """Queue a job from any source; `on_durable` runs once it is safe in the journal."""
         return self.intake.submit(submission, on_durable)
+
+    def publish(self, messages: Iterable[OutboxMessage], *, urgent: bool = True) -> None:
+        self.outbox.add(messages, urgent=urgent)
+
+    def send(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.link.publish(topic, payload, qos=qos, retain=retain)
+
+    def add_sink(self, name: str, sink: Sink) -> None:
+        self.outbox.add_sink(name, sink)
+
+    def when_delivered(self, job_id: str, callback: Callable[[], None]) -> None:
+        # Rows written in this loop iteration count too: look once they are committed.
+        self.journal.after_commit(lambda: self.outbox.when_delivered(job_id, callback))
+
+    def set_queue_policy(
+        self, traits: Callable[[str], JobTraits], on_superseded: Callable[[str, str], None]
+    ) -> None:
+        self.queue.traits = traits
+        self.queue.on_superseded = on_superseded
+
+    def finish_superseded(self, job_id: str, by: str, messages: list[OutboxMessage]) -> None:
+        self.journal.finish(job_id, "superseded", error=f"superseded by {by}", messages=messages)
+        self.outbox.notify(urgent=False)
+
+    def job(self, job_id: str) -> Job | None:
+        return self.journal.get(job_id)
+
+    def find_duplicate(
+        self, rule: str, *, dedupe_key: str | None, payload_hash: str | None, window: float
+    ) -> str | None:
+        return self.journal.find_duplicate(
+            rule, dedupe_key=dedupe_key, payload_hash=payload_hash, window=window
+        )
+
+    def previous_state(self, rule: str, job_id: str) -> str | None:
+        return self.journal.previous_state(rule, job_id)
+
+    def last_done(self, rule: str) -> Job | None:
+        return self.journal.last_done(rule)
+
+    def last_image(self, rule: str) -> bytes | None:
+        job = self.journal.last_done(rule, with_image=True)
+        return self.journal.get_blob(job.image) if job is not None and job.image is not None else None
+
+    def rule_stats(self, rule: str) -> RuleStats:
+        return self.runner.stats[rule]
+
+    def load(self) -> int:
+        return len(self.queue) + len(self.runner.running)
+
+    async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
+        await self.backend.chat(
+            model=model, messages=[], schema=None, keep_alive=keep_alive, deadline=deadline
+        )
 
     def _on_message(self, message: Inbound) -> None:
         if not self._accepting:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from bridge.rules import RuleBase
+from bridge.config.rules import RuleBase
 from handlers.base import Answer, Handler, PromptInput
 from handlers.classify import ClassifyHandler
 from handlers.describe import DescribeHandler
@@ -11,8 +11,7 @@ from handlers.todo_match import TodoMatchHandler
 from handlers.yes_no import YesNoHandler
 
 HANDLERS: dict[str, type[Handler[Any]]] = {
-    h.name: h
-    for h in (YesNoHandler, ClassifyHandler, ExtractHandler, DescribeHandler, TodoMatchHandler)
+    h.name: h for h in (YesNoHandler, ClassifyHandler, ExtractHandler, DescribeHandler, TodoMatchHandler)
 }
 
 

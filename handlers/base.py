@@ -7,9 +7,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import jsonschema
 
+from bridge.config.rules import RuleBase
+from bridge.config.templates import render
 from bridge.errors import AnswerError
-from bridge.rules import RuleBase
-from bridge.templates import render
 
 R = TypeVar("R", bound=RuleBase)
 

@@ -1,33 +1,9 @@
 """classify: pick one of the rule's labels for an image or a text."""
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator
-
-from bridge.rules import RuleBase
+from bridge.config.handler_rules import ClassifyRule
 from handlers.base import Answer, Handler, PromptInput, confidence_property
-
-
-class ClassifyRule(RuleBase):
-    """A rule answered with one label from a fixed list."""
-
-    handler: Literal["classify"]
-    labels: list[str] | dict[str, str] = Field(
-        description="The labels, or a mapping label -> what it means (shown to the model)"
-    )
-    confidence: bool = True
-
-    @field_validator("labels")
-    @classmethod
-    def _at_least_two(cls, labels: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
-        names = list(labels)
-        if len(names) < 2:
-            raise ValueError("a classify rule needs at least two labels")
-        if len(set(names)) != len(names):
-            raise ValueError("labels must be unique")
-        if any(not str(n).strip() for n in names):
-            raise ValueError("a label cannot be empty")
-        return labels
 
 
 class ClassifyHandler(Handler[ClassifyRule]):

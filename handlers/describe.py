@@ -1,21 +1,12 @@
 """describe: a short free-text description of an image or a text."""
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from bridge.rules import RuleBase
+from bridge.config.handler_rules import DescribeRule
 from handlers.base import Answer, Handler
 
 # Home Assistant refuses states longer than this; the full text stays in the result.
 _STATE_LIMIT = 255
-
-
-class DescribeRule(RuleBase):
-    """A rule answered with a sentence or two."""
-
-    handler: Literal["describe"]
-    max_chars: int = Field(300, ge=10, le=4000, description="Longest description accepted")
 
 
 class DescribeHandler(Handler[DescribeRule]):

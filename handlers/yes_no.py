@@ -1,35 +1,9 @@
 """yes_no: a boolean answer about an image or a text, e.g. "is the door locked?"."""
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from bridge.basemodel import StrictModel
-from bridge.rules import RuleBase
+from bridge.config.handler_rules import YesNoLabels, YesNoRule
 from handlers.base import Answer, Handler, confidence_property
-
-
-class YesNoLabels(StrictModel):
-    """Words published on the state topic for true and false."""
-
-    true: str = Field(min_length=1, description="State when the answer is yes, e.g. locked")
-    false: str = Field(min_length=1, description="State when the answer is no, e.g. unlocked")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_booleans(cls, data: Any) -> Any:
-        # YAML reads the keys of `{true: locked, false: unlocked}` as booleans.
-        if isinstance(data, dict):
-            return {str(k).lower() if isinstance(k, bool) else k: v for k, v in data.items()}
-        return data
-
-
-class YesNoRule(RuleBase):
-    """A rule answered with true or false."""
-
-    handler: Literal["yes_no"]
-    labels: YesNoLabels | None = Field(None, description="State words; default y and n")
-    confidence: bool = Field(True, description="Ask the model how sure it is (0 to 1)")
 
 
 class YesNoHandler(Handler[YesNoRule]):

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.mqtt_helpers import Collector, Daemon, Mosquitto
-from tests.ollama_standin import OllamaStandin
+from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto
+from tests.support.ollama_standin import OllamaStandin
 
 LOCK_RULE: dict[str, Any] = {
     "name": "front_door_lock",
@@ -28,6 +28,15 @@ TOPIC_RULE: dict[str, Any] = {
     "labels": ["shopping", "chores", "security", "other"],
     "inputs": [{"mqtt": "home/messages/in"}],
 }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers by folder: tests/unit (in-process, fast) and tests/e2e (real daemon and servers)."""
+    here = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(here).parts[0]
+        if folder in ("unit", "e2e"):
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import asyncio
 
 from bridge.aws.clients import AwsClients, AwsError
-from bridge.aws.settings import AwsSettings
-from bridge.rules import RuleBase
+from bridge.config.aws import AwsSettings
+from bridge.config.rules import RuleBase
 
 
 def aws_problems(settings: AwsSettings | None, rules: tuple[RuleBase, ...]) -> list[str]:

@@ -18,7 +18,7 @@ import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.aws.settings import AwsSettings
+from bridge.config.aws import AwsSettings
 from bridge.errors import Llm2MqttError
 
 T = TypeVar("T")

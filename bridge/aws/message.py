@@ -7,9 +7,9 @@ from typing import Any
 
 import jsonschema
 
-from bridge.aws.settings import SNS_ARN_PATTERN
+from bridge.config.aws import SNS_ARN_PATTERN
+from bridge.config.rules import RULE_NAME_PATTERN, topic_filter_problem
 from bridge.errors import InputError
-from bridge.rules import RULE_NAME_PATTERN, topic_filter_problem
 
 S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
 

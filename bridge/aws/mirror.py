@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.aws.clients import AwsContext
 from bridge.aws.sinks import SinkExtension, sqs_sender
-from bridge.images import PreparedImage
-from bridge.journal import Job, OutboxMessage
-from bridge.rules import RuleBase
+from bridge.config.rules import RuleBase
+from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.journal import Job, OutboxMessage
 
 if TYPE_CHECKING:
     pass

@@ -4,7 +4,7 @@ from typing import Any
 
 from bridge.aws.clients import AwsClients, AwsError
 from bridge.errors import InputError
-from bridge.payloads import looks_like_image
+from bridge.pipeline.payloads import looks_like_image
 
 
 async def fetch_s3_image(

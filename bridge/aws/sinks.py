@@ -10,14 +10,11 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.aws.clients import AwsClients, AwsContext, AwsError
-from bridge.extensions import Extension
-from bridge.journal import OutboxMessage
-
-if TYPE_CHECKING:
-    from bridge.daemon import Bridge
+from bridge.extension import Core, Extension
+from bridge.pipeline.journal import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +133,10 @@ class SinkExtension(Extension):
         self._make_sender = make_sender
         self._sink: RetryingSink | None = None
 
-    async def start(self, bridge: "Bridge") -> None:
+    async def start(self, core: Core) -> None:
         aws = await self._context.open()
         self._sink = RetryingSink(self.name, self._make_sender(aws), aws)
-        bridge.outbox.add_sink(self.sink_name, self._sink)
+        core.add_sink(self.sink_name, self._sink)
 
     async def stop(self) -> None:
         if self._sink is not None:

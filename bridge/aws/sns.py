@@ -8,17 +8,15 @@ templates are Jinja expressions in a sandbox: they read values and can run no co
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.aws.clients import AwsContext
-from bridge.aws.settings import SANDBOX, SnsTarget
 from bridge.aws.sinks import SinkExtension, sns_publisher
-from bridge.images import PreparedImage
-from bridge.journal import Job, OutboxMessage
-from bridge.rules import RuleBase
-
-if TYPE_CHECKING:
-    from bridge.daemon import Bridge
+from bridge.config.aws import SANDBOX, SnsTarget
+from bridge.config.rules import RuleBase
+from bridge.extension import Core
+from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.journal import Job, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +91,19 @@ class SnsNotifier(SinkExtension):
 
     def __init__(self, context: AwsContext) -> None:
         super().__init__(context, sns_publisher)
-        self._bridge: Bridge | None = None
+        self._core: Core | None = None
 
-    async def start(self, bridge: "Bridge") -> None:
-        self._bridge = bridge
-        await super().start(bridge)
+    async def start(self, core: Core) -> None:
+        self._core = core
+        await super().start(core)
 
     def after_done(
         self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None
     ) -> list[OutboxMessage]:
         messages: list[OutboxMessage] = []
         if rule.sns:
-            assert self._bridge is not None
-            previous = self._bridge.journal.previous_state(rule.name, job.id)
+            assert self._core is not None
+            previous = self._core.previous_state(rule.name, job.id)
             variables = notification_vars(job, rule, result, state, previous)
             messages += [render_target(t, variables, result) for t in rule.sns if wanted(t, variables)]
         reply = _sns_reply(job)

@@ -19,22 +19,19 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.aws.clients import AwsClients, AwsContext, AwsError, queue_name
 from bridge.aws.message import SqsJob, parse_job_message
 from bridge.aws.s3 import fetch_s3_image
+from bridge.config.rules import RuleBase
 from bridge.errors import InputError
-from bridge.extensions import Extension
-from bridge.images import PreparedImage
-from bridge.intake import Submission
-from bridge.journal import Job, OutboxMessage
-from bridge.payloads import job_input_from_object
-from bridge.results import dumps, iso
-from bridge.rules import RuleBase
-
-if TYPE_CHECKING:
-    from bridge.daemon import Bridge
+from bridge.extension import Core, Extension
+from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.intake import Submission
+from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.payloads import job_input_from_object
+from bridge.pipeline.results import dumps, iso
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +80,10 @@ class SqsSource(Extension):
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, bridge: "Bridge") -> None:
-        self._bridge = bridge
+    async def start(self, core: Core) -> None:
+        self._core = core
         self._aws: AwsClients = await self._context.open()
-        self._limit = self._settings.max_in_flight or 2 * bridge.settings.ollama.parallel
+        self._limit = self._settings.max_in_flight or 2 * core.settings.ollama.parallel
         for queue in self._queues:
             self._spawn(self._receive_loop(queue), f"sqs-receive-{queue.name}")
         self._spawn(self._heartbeat_loop(), "sqs-heartbeat")
@@ -113,9 +110,8 @@ class SqsSource(Extension):
 
     def free(self) -> int:
         """Messages that may be taken now: only as many as can start soon."""
-        bridge = self._bridge
         busy = sum(1 for h in self._held.values() if h.open)
-        local = len(bridge.queue) + len(bridge.runner.running)
+        local = self._core.load()
         return self._limit - max(busy, local)
 
     async def _receive_loop(self, queue: QueueRef) -> None:
@@ -194,13 +190,13 @@ class SqsSource(Extension):
         except InputError as exc:
             self._report(held, None, str(exc))
             return
-        rule = self._bridge.rules.get(job.rule)
+        rule = self._core.rules.get(job.rule)
         if rule is None:
-            known = ", ".join(sorted(self._bridge.rules)) or "none"
+            known = ", ".join(sorted(self._core.rules)) or "none"
             self._report(held, None, f"unknown rule {job.rule!r}; known rules: {known}", rule_name=job.rule)
             return
         key = job.id or held.message_id
-        existing = self._bridge.journal.find_duplicate(
+        existing = self._core.find_duplicate(
             rule.name, dedupe_key=key, payload_hash=None, window=float("inf")
         )
         if existing is not None:
@@ -208,7 +204,7 @@ class SqsSource(Extension):
             return
         try:
             image = await self._image(job)
-            limits = self._bridge.settings.limits
+            limits = self._core.settings.limits
             parsed = job_input_from_object(
                 {**job.data, "id": key}, max_bytes=limits.max_payload, max_text=limits.max_text
             )
@@ -221,11 +217,11 @@ class SqsSource(Extension):
             return
         if image is not None:
             parsed = dataclasses.replace(parsed, image=image)
-        job_id = self._bridge.submit(
+        job_id = self._core.submit(
             Submission(rule=rule.name, source=f"sqs:{held.queue.name}", parsed=parsed, reply=job.reply)
         )
         if job_id is None:  # the same id arrived twice at once; the other copy made the job
-            existing = self._bridge.journal.find_duplicate(
+            existing = self._core.find_duplicate(
                 rule.name, dedupe_key=key, payload_hash=None, window=float("inf")
             )
             if existing is None:
@@ -247,12 +243,12 @@ class SqsSource(Extension):
     def _attach(self, held: Held, rule: RuleBase, job_id: str) -> None:
         """The message's job exists already: wait for it, delete now, or leave the message."""
         self.counts["attached"] += 1
-        job = self._bridge.journal.get(job_id)
+        job = self._core.job(job_id)
         state = job.state if job is not None else "missing"
         if state in ("queued", "running"):
             self._watch(held, job_id)
         elif state in ("done", "skipped", "superseded"):
-            self._bridge.outbox.when_delivered(job_id, lambda: self._delete(held))
+            self._core.when_delivered(job_id, lambda: self._delete(held))
         else:
             error = job.error if job is not None else None
             self._report(held, rule.name, f"its job {job_id} is {state}: {error}")
@@ -268,17 +264,14 @@ class SqsSource(Extension):
     ) -> list[OutboxMessage]:
         held = self._by_job.pop(job.id, None)
         if held:
-            # The job's rows are written right after this hook returns; wait for their commit.
-            journal, outbox = self._bridge.journal, self._bridge.outbox
+            # The job's rows are written right after this hook returns; look for them after that.
+            core = self._core
 
             def delete_all() -> None:
                 for message in held:
                     self._delete(message)
 
-            def when_written() -> None:
-                journal.after_commit(lambda: outbox.when_delivered(job.id, delete_all))
-
-            asyncio.get_running_loop().call_soon(when_written)
+            asyncio.get_running_loop().call_soon(lambda: core.when_delivered(job.id, delete_all))
         return []
 
     def after_failed(self, job: Job, error: str) -> list[OutboxMessage]:
@@ -297,7 +290,7 @@ class SqsSource(Extension):
     def _report(self, held: Held, rule: str | None, error: str, *, rule_name: str | None = None) -> None:
         """A message that cannot run: said on MQTT and in the log, then left to the queue."""
         self.counts["reported"] += 1
-        bridge = self._bridge
+        topics = self._core.topics
         now = time.time()
         name = rule or rule_name
         log.warning(
@@ -316,7 +309,7 @@ class SqsSource(Extension):
         messages = []
         if rule is not None:
             body = {"job_id": None, "rule": rule, "error": error, "input": summary, "ts": iso(now)}
-            messages.append(OutboxMessage(topic=bridge.topics.error(rule), payload=dumps(body)))
+            messages.append(OutboxMessage(topic=topics.error(rule), payload=dumps(body)))
         event = {
             "type": "job_failed",
             "job_id": None,
@@ -325,8 +318,8 @@ class SqsSource(Extension):
             **summary,
             "ts": iso(now),
         }
-        messages.append(OutboxMessage(topic=bridge.topics.event, payload=dumps(event), qos=0))
-        bridge.outbox.add(messages)
+        messages.append(OutboxMessage(topic=topics.event, payload=dumps(event), qos=0))
+        self._core.publish(messages)
         self._let_go(held, failed=True)
 
     def _let_go(self, held: Held, *, failed: bool = False) -> None:

@@ -2,15 +2,12 @@
 `<base>/todo/event` and retained `<base>/todo/list` messages as notes do."""
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from bridge.todo.store import Change, TodoError
-
-if TYPE_CHECKING:
-    from bridge.todo.extension import TodoExtension
+from bridge.todo.store import Change, TodoError, TodoStore
 
 
 class TaskIn(BaseModel):
@@ -29,10 +26,10 @@ class TaskPatch(BaseModel):
     needs_confirmation: bool | None = None
 
 
-def todo_router(todo: "TodoExtension") -> APIRouter:
-    """Routes over `todo.store`; handlers are async so they run on the daemon's loop."""
+def todo_router(store: TodoStore, published: Callable[[Change], None]) -> APIRouter:
+    """Routes over `store`; `published(change)` announces a change. Handlers are async so they
+    run on the daemon's loop."""
     router = APIRouter(prefix="/api/todo", tags=["todo"])
-    store = todo.store
 
     def apply(change: Callable[[], Change]) -> dict[str, Any]:
         """Make a change, publish it like a note's, and answer with it; a refusal is 404/422."""
@@ -40,7 +37,7 @@ def todo_router(todo: "TodoExtension") -> APIRouter:
             done = change()
         except TodoError as exc:
             raise HTTPException(404 if str(exc).startswith("no ") else 422, str(exc)) from None
-        todo.bridge.outbox.add(todo.change_messages(done))
+        published(done)
         return done.as_dict()
 
     @router.get("/tasks")

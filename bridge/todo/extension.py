@@ -9,18 +9,20 @@ and the retained `<base>/todo/list` in the job's own transaction.
 import datetime
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bridge.config.handler_rules import TodoMatchRule
+from bridge.config.rules import RuleBase
+from bridge.config.todo import TodoSettings
 from bridge.errors import AnswerError
-from bridge.extensions import Extension
-from bridge.http import HttpExtension
-from bridge.images import PreparedImage
-from bridge.intake import Submission
-from bridge.journal import Job, OutboxMessage
-from bridge.mqtt import Inbound
-from bridge.results import dumps, iso
-from bridge.rules import RuleBase
+from bridge.extension import Core, Extension
+from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.intake import Submission
+from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.mqtt import Inbound
+from bridge.pipeline.results import dumps, iso
 from bridge.todo.api import todo_router
 from bridge.todo.decide import Plan, plan_change
 from bridge.todo.embeddings import EmbeddingRanker
@@ -29,10 +31,6 @@ from bridge.todo.normalize import fold
 from bridge.todo.retrieval import CandidateIndex, fuse
 from bridge.todo.store import Change, Status, Task, TodoError, TodoStore
 from handlers.base import Answer, PromptInput
-from handlers.todo_match import TodoMatchRule
-
-if TYPE_CHECKING:
-    from bridge.daemon import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +62,35 @@ class TodoExtension(Extension):
 
     name = "todo"
 
-    def __init__(self, bridge: "Bridge") -> None:
-        self.bridge = bridge
-        self.settings = bridge.settings.todo
-        self.rules = {n: r for n, r in bridge.rules.items() if isinstance(r, TodoMatchRule)}
-        genres = list(dict.fromkeys(g for r in self.rules.values() for g in r.genres))
-        self.store = TodoStore(bridge.config.data_dir / "todo.sqlite3", genres=genres)
+    def __init__(self, settings: TodoSettings, rules: Iterable[RuleBase]) -> None:
+        self.settings = settings
+        self.rules = {r.name: r for r in rules if isinstance(r, TodoMatchRule)}
+        self.genres = list(dict.fromkeys(g for r in self.rules.values() for g in r.genres))
+        self._pending: dict[str, _Pending] = {}
+        self._router: Any = None
+
+    async def start(self, core: Core) -> None:
+        self.core = core
+        self.store = TodoStore(core.data_dir / "todo.sqlite3", genres=self.genres)
         self.titles = {t.uid: t.title for t in self.store.tasks()}
         self.index = CandidateIndex(self.titles.items())
         self.store.on_change(self._reindex)
         ha = self.settings.homeassistant
         self.ha = HomeAssistantTodo(ha) if self.settings.backend == "homeassistant" and ha else None
-        base = bridge.topics.base
-        self.event_topic, self.list_topic = f"{base}/todo/event", f"{base}/todo/list"
-        self.confirm_topic, self.note_topic = f"{base}/todo/confirm", f"{base}/todo/note"
-        self._pending: dict[str, _Pending] = {}
+        topics = core.topics
+        self.event_topic, self.list_topic = topics.todo_event, topics.todo_list
+        self.confirm_topic, self.note_topic = topics.todo_confirm, topics.todo_note
         model = self.settings.embed_model
-        self.embedder = EmbeddingRanker(bridge.settings.ollama.url, model) if model else None
+        self.embedder = EmbeddingRanker(core.settings.ollama.url, model) if model else None
+        self._router = todo_router(self.store, lambda change: core.publish(self.change_messages(change)))
+        if self.rules:
+            # The note topic sits under the base topic, where rules may not listen: routed here.
+            core.route(self.note_topic, self._on_note)
+        if self.ha is None:
+            core.publish([self.list_message()], urgent=False)
+
+    def routers(self) -> list[Any]:
+        return [self._router] if self._router is not None else []
 
     def _reindex(self, before: Task | None, after: Task | None) -> None:
         if after is not None:
@@ -90,23 +100,13 @@ class TodoExtension(Extension):
             self.index.remove(before.uid)
             self.titles.pop(before.uid, None)
 
-    async def start(self, bridge: "Bridge") -> None:
-        for extension in bridge.extensions:
-            if isinstance(extension, HttpExtension):
-                extension.include_router(todo_router(self))
-        if self.rules:
-            # The note topic sits under the base topic, where rules may not listen: routed here.
-            bridge.route(self.note_topic, self._on_note)
-        if self.ha is None:
-            bridge.outbox.add([self.list_message()], urgent=False)
-
     def _on_note(self, message: Inbound) -> None:
         """A note on <base>/todo/note becomes a job of the first todo_match rule (durable before ack)."""
         reply = None
         if message.response_topic:
             data = message.correlation_data.hex() if message.correlation_data else None
             reply = {"topic": message.response_topic, "correlation_data": data}
-        self.bridge.submit(
+        self.core.submit(
             Submission(
                 rule=min(self.rules),
                 source=f"mqtt:{message.topic}",

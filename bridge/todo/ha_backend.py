@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from bridge.config.todo import HomeAssistantTodoSettings
 from bridge.errors import BackendError, BackendUnavailable
-from bridge.todo.settings import HomeAssistantTodoSettings
 
 
 class HomeAssistantError(BackendError):

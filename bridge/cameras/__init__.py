@@ -1,0 +1,1 @@
+"""Scheduled camera checks: schedules, snapshots, change detection, confirmation, and their extension."""

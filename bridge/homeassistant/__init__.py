@@ -1,0 +1,1 @@
+"""Home Assistant: MQTT discovery payloads (pure) and the extension that publishes them."""

@@ -1,0 +1,1 @@
+"""The job pipeline: MQTT link, payloads, intake, journal, queue, runner, images, backend, outbox."""

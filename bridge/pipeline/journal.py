@@ -1,0 +1,392 @@
+"""The durable journal: jobs, their images (stored once by content hash) and the outbox.
+
+SQLite in WAL mode. Writes made while the event loop runs are grouped: they go into one open
+transaction that is committed once per loop iteration (group commit), and whatever must wait
+for durability (acknowledging an MQTT message, publishing from the outbox) is registered with
+`after_commit`. Without a loop (the CLI, tests) every write commits at once.
+
+Lifecycle events (QoS 0, not retained: telemetry, not the record) are not written: they are
+held in memory with the transaction they belong to and handed to the outbox once it commits,
+so none leaves before the job it speaks of is durable, and none costs a row, a delete and a
+journal write per job. A crash can lose an event; never a result, state or error.
+"""
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.pipeline.records import (
+    FINAL_STATES,
+    JOB_COLUMNS,
+    OUTBOX_COLUMNS,
+    OUTBOX_INDEXES,
+    SCHEMA,
+    Job,
+    JobState,
+    OpenJob,
+    OutboxMessage,
+    dumps_or_none,
+    job_from_row,
+)
+
+# The records are imported from here by most of the pipeline.
+__all__ = ["FINAL_STATES", "Job", "JobState", "Journal", "OpenJob", "OutboxMessage"]
+
+
+class Journal:
+    """Jobs, blobs and outbox in one SQLite database."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._clock = clock
+        # isolation_level=None: transactions are ours to begin and commit.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        for column, statement in OUTBOX_COLUMNS.items():
+            if column not in present:
+                self._db.execute(statement)
+        for statement in OUTBOX_INDEXES:
+            self._db.execute(statement)
+        self._in_tx = False
+        self._after: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lazy_delay = 0.05
+        self._soon: asyncio.Handle | None = None
+        self._lazy: asyncio.TimerHandle | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._events: list[OutboxMessage] = []  # this transaction's QoS 0 messages
+        self._events_ready: list[OutboxMessage] = []  # committed ones, for the outbox to send
+
+    # -- transactions -----------------------------------------------------------------
+
+    def group_commits(self, loop: asyncio.AbstractEventLoop | None, *, lazy_delay: float = 0.05) -> None:
+        """Group commits on `loop`: writes something waits for (an ack, a publish) are committed
+        at the end of the loop iteration; the others ride along or go within `lazy_delay`."""
+        self.commit()
+        self._loop = loop
+        self._lazy_delay = lazy_delay
+
+    @contextmanager
+    def _write(self, *, statements: int = 1) -> Iterator[sqlite3.Connection]:
+        """One write in the group. A failed write undoes itself, not the others in the group:
+        SQLite undoes a failed statement on its own; a write of several takes a savepoint."""
+        if not self._in_tx:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+        if statements > 1:
+            self._db.execute("SAVEPOINT write")
+        try:
+            yield self._db
+        except BaseException:
+            if statements > 1:
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
+            raise
+        if statements > 1:
+            self._db.execute("RELEASE write")
+        if self._loop is None:
+            self.commit()
+        elif self._lazy is None and self._soon is None:
+            self._lazy = self._loop.call_later(self._lazy_delay, self.commit)
+
+    def commit(self) -> None:
+        """Make every write so far durable, then run what waited for it."""
+        for handle in (self._soon, self._lazy):
+            if handle is not None:
+                handle.cancel()
+        self._soon = self._lazy = None
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+        if self._events:
+            self._events_ready += self._events
+            self._events = []
+        callbacks, self._after = self._after, []
+        for callback in [*callbacks, *self._listeners]:
+            callback()
+
+    def take_events(self) -> list[OutboxMessage]:
+        """The QoS 0 messages of committed writes, oldest first; they are the caller's now."""
+        ready, self._events_ready = self._events_ready, []
+        return ready
+
+    def return_events(self, events: list[OutboxMessage]) -> None:
+        """Events the caller could not send yet (no broker): first in line next time."""
+        self._events_ready[:0] = events
+
+    def on_every_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit (the outbox sends what became durable)."""
+        self._listeners.append(listener)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once everything written so far is durable (soon: someone waits)."""
+        if not self._in_tx:
+            callback()
+            return
+        self._after.append(callback)
+        self.commit_soon()
+
+    def commit_soon(self) -> None:
+        """Commit at the end of this loop iteration rather than lazily."""
+        if self._in_tx and self._loop is not None and self._soon is None:
+            self._soon = self._loop.call_soon(self.commit)
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    # -- blobs ------------------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes once by content hash; returns the hash."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO blobs (hash, data, created) VALUES (?, ?, ?)",
+                (digest, data, self._clock()),
+            )
+        return digest
+
+    def get_blob(self, digest: str) -> bytes:
+        row = self._db.execute("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        if row is None:
+            raise KeyError(f"image {digest[:12]} is missing from the journal")
+        return bytes(row[0])
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def add_job(self, job: Job, *, payload_hash: str | None = None) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO jobs (id, rule, source, state, priority, created, started, finished,"
+                " not_before, attempts, dedupe_key, payload_hash, image, input, result, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.rule,
+                    job.source,
+                    job.state,
+                    job.priority,
+                    job.created,
+                    job.started,
+                    job.finished,
+                    job.not_before,
+                    job.attempts,
+                    job.dedupe_key,
+                    payload_hash,
+                    job.image,
+                    json.dumps(job.input, ensure_ascii=False),
+                    dumps_or_none(job.result),
+                    job.error,
+                ),
+            )
+
+    def find_duplicate(
+        self, rule: str, *, dedupe_key: str | None, payload_hash: str | None, window: float
+    ) -> str | None:
+        """A job this input duplicates: same `id` ever, or same payload recently or still open."""
+        if dedupe_key is not None:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE rule = ? AND dedupe_key = ? LIMIT 1", (rule, dedupe_key)
+            ).fetchone()
+            return row[0] if row else None
+        if payload_hash is None:
+            return None
+        row = self._db.execute(
+            "SELECT id FROM jobs WHERE rule = ? AND payload_hash = ?"
+            " AND (created >= ? OR state IN ('queued', 'running')) AND state != 'skipped'"
+            " ORDER BY created DESC LIMIT 1",
+            (rule, payload_hash, self._clock() - window),
+        ).fetchone()
+        return row[0] if row else None
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
+
+    def start(self, job_id: str) -> Job:
+        """Mark a job running and count the attempt (durably, before the model is called)."""
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1 WHERE id = ?"
+                f" RETURNING {JOB_COLUMNS}",
+                (self._clock(), job_id),
+            ).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return job_from_row(row)
+
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        messages: Iterable[OutboxMessage] = (),
+    ) -> None:
+        """Record the outcome and queue its messages, in one transaction."""
+        messages = list(messages)
+        with self._write(statements=1 + any(m.durable for m in messages)) as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
+                (state, self._clock(), dumps_or_none(result), error, job_id),
+            )
+            self._add_messages(db, messages, job_id=job_id)
+
+    def requeue(
+        self, job_id: str, *, not_before: float, error: str | None = None, refund: bool = False
+    ) -> None:
+        """Put a job back to wait: after a fault, or (`refund`: not counted) on a stop mid-job."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'queued', not_before = ?, error = ?,"
+                " attempts = attempts - ? WHERE id = ?",
+                (not_before, error, int(refund), job_id),
+            )
+
+    def open_jobs(self) -> list[OpenJob]:
+        """Queued and running jobs (running ones were cut off by a stop or a crash)."""
+        rows = self._db.execute(
+            "SELECT id, rule, priority, created, not_before FROM jobs"
+            " WHERE state IN ('queued', 'running') ORDER BY created"
+        ).fetchall()
+        return [OpenJob(*row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def prune(self, retention: float) -> int:
+        """Delete finished jobs older than `retention` seconds, and images no job uses."""
+        cutoff = self._clock() - retention
+        with self._write(statements=2) as db:
+            removed = db.execute(
+                "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
+            ).rowcount
+            db.execute(
+                "DELETE FROM blobs WHERE created < ? AND NOT EXISTS"
+                " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash)",
+                (cutoff,),
+            )
+        return removed
+
+    # -- outbox -----------------------------------------------------------------------
+
+    def add_messages(self, messages: Iterable[OutboxMessage]) -> None:
+        messages = list(messages)
+        if not self._in_tx and not any(m.durable for m in messages):
+            self._events_ready += messages  # nothing to wait for: only telemetry
+            return
+        with self._write() as db:
+            self._add_messages(db, messages)
+
+    def _add_messages(
+        self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
+    ) -> None:
+        now = self._clock()
+        rows = []
+        for m in messages:
+            if m.durable:
+                rows.append(
+                    (
+                        m.topic,
+                        m.payload,
+                        m.qos,
+                        int(m.retain),
+                        dumps_or_none(m.props),
+                        now,
+                        m.sink,
+                        m.job_id or job_id,
+                    )
+                )
+            else:
+                self._events.append(m)
+        if rows:
+            db.executemany(
+                "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def pending_messages(
+        self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
+    ) -> list[OutboxMessage]:
+        """Rows after `after`, oldest first; `mqtt` True: only MQTT rows, False: only other sinks."""
+        where = "" if mqtt is None else (" AND sink = 'mqtt'" if mqtt else " AND sink != 'mqtt'")
+        rows = self._db.execute(
+            "SELECT id, topic, payload, qos, retain, props, sink, job_id FROM outbox"
+            f" WHERE id > ?{where} ORDER BY id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [
+            OutboxMessage(
+                id=row[0],
+                topic=row[1],
+                payload=bytes(row[2]),
+                qos=row[3],
+                retain=bool(row[4]),
+                props=json.loads(row[5]) if row[5] else None,
+                sink=row[6],
+                job_id=row[7],
+            )
+            for row in rows
+        ]
+
+    def outputs_pending(self, job_id: str) -> int:
+        """Outbox rows of this job not yet delivered."""
+        return int(self._db.execute("SELECT count(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0])
+
+    def last_done(self, rule: str, *, with_image: bool = False) -> Job | None:
+        """The rule's most recently finished successful job (with an image of its own, if asked)."""
+        image = " AND image IS NOT NULL" if with_image else ""
+        row = self._db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
+            f"{image} ORDER BY finished DESC LIMIT 1",
+            (rule,),
+        ).fetchone()
+        return job_from_row(row) if row else None
+
+    def previous_state(self, rule: str, job_id: str) -> str | None:
+        """The `state` of the rule's last finished job before `job_id` (for "only on change")."""
+        row = self._db.execute(
+            "SELECT json_extract(result, '$.state') FROM jobs WHERE rule = ? AND state = 'done'"
+            " AND id < ? AND result IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (rule, job_id),
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def delete_messages(self, ids: Iterable[int]) -> None:
+        """Delete delivered rows: one statement per few hundred rows, not one per row."""
+        ids = list(ids)
+        for at in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[at : at + _DELETE_CHUNK]
+            with self._write() as db:
+                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def outbox_size(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+_DELETE_CHUNK = 500  # ids per DELETE, well below SQLite's limit of bound parameters

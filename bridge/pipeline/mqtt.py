@@ -1,0 +1,237 @@
+"""The broker connection, on paho-mqtt 2.
+
+Concurrency: paho runs its network loop on its own thread. Its callbacks never do work there;
+they hand every event to the asyncio loop with `call_soon_threadsafe`. Calls into paho from
+the loop (publish, ack) are safe: paho guards its queues with locks.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from bridge.config.settings import MqttSettings
+from bridge.pipeline.topics import Topics
+
+log = logging.getLogger(__name__)
+
+ONLINE = json.dumps({"state": "online"}).encode()
+OFFLINE = json.dumps({"state": "offline"}).encode()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message from the broker. QoS 1 messages stay unacknowledged until `MqttLink.ack`."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+class MqttLink:
+    """One persistent-session connection that publishes, subscribes and acknowledges."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_message: Callable[[Inbound], None],
+        on_connected: Callable[[], None],
+        on_published: Callable[[int], None],
+        info: Callable[[], bytes],
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self._loop = loop
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_published = on_published
+        self._info = info
+        self._subscriptions: dict[str, int] = {}
+        self.connected = False
+        self.v5 = settings.protocol == "5"
+        self.client = self._make_client()
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            # MQTT 3.1.1: a persistent session is clean_session=False; v5 sets it at connect.
+            clean_session=None if self.v5 else False,
+            manual_ack=True,
+        )
+        user, password = s.credentials()
+        if user is not None:
+            client.username_pw_set(user, password)
+        if s.use_tls:
+            tls = s.tls
+            client.tls_set(
+                ca_certs=tls.ca_certs if tls else None,
+                certfile=tls.certfile if tls else None,
+                keyfile=tls.keyfile if tls else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            if tls and tls.insecure:
+                client.tls_insecure_set(True)
+        client.will_set(self.topics.state, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(s.reconnect_max)))
+        # paho keeps QoS 1 messages published while offline and sends them on reconnect;
+        # the outbox bounds how many it hands over, so paho's own queue needs no limit.
+        client.max_inflight_messages_set(100)
+        client.on_socket_open = _no_delay
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        return client
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now and after every reconnect."""
+        self._subscriptions[topic] = max(qos, self._subscriptions.get(topic, 0))
+        if self.connected:
+            self.client.subscribe(topic, qos)
+
+    def start(self) -> None:
+        s = self.settings
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = int(s.session_expiry)
+        log.info("connecting to the broker at %s as %r", s.safe_url(), s.client_id)
+        self.client.connect_async(
+            s.host,
+            s.port,
+            keepalive=s.keepalive,
+            clean_start=False if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self.client.loop_start()
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        props: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Hand a message to paho; returns its mid, or None when it could not be queued.
+
+        QoS 1 messages are queued by paho while the broker is away; QoS 0 ones need a connection.
+        """
+        if qos == 0 and not self.connected:
+            return None
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=self._properties(props))
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("could not publish to %s: %s", topic, paho.error_string(info.rc))
+            return None
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
+            return None
+        return info.mid
+
+    def _properties(self, props: dict[str, Any] | None) -> Properties | None:
+        if not self.v5 or not props:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if "correlation_data" in props:
+            properties.CorrelationData = bytes.fromhex(props["correlation_data"])
+        if "content_type" in props:
+            properties.ContentType = props["content_type"]
+        return properties
+
+    def ack(self, message: Inbound) -> None:
+        """Acknowledge a QoS 1 message (called once its job is durable)."""
+        if message.qos > 0:
+            self.client.ack(message.mid, message.qos)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Say offline (retained), then disconnect cleanly."""
+        if self.connected:
+            info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("could not publish the offline state before disconnecting")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected = False
+
+    # -- paho callbacks (paho's thread) ------------------------------------------------
+
+    def _handle_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("the broker at %s refused the connection: %s", self.settings.safe_url(), reason)
+            return
+        self.connected = True
+        log.info("connected to the broker (session %s)", "resumed" if flags.session_present else "new")
+        for topic, qos in self._subscriptions.items():
+            client.subscribe(topic, qos)
+        client.publish(self.topics.state, ONLINE, qos=1, retain=True)
+        client.publish(self.topics.info, self._info(), qos=1, retain=True)
+        self._loop.call_soon_threadsafe(self._on_connected)
+
+    def _handle_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was = self.connected
+        self.connected = False
+        if was and reason.is_failure:
+            log.warning("lost the broker (%s); reconnecting", reason)
+
+    def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        inbound = Inbound(
+            topic=message.topic,
+            payload=bytes(message.payload),
+            qos=message.qos,
+            mid=message.mid,
+            retain=bool(message.retain),
+            response_topic=response_topic or None,
+            correlation_data=correlation,
+        )
+        self._loop.call_soon_threadsafe(self._on_message, inbound)
+
+    def _handle_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
+    ) -> None:
+        self._loop.call_soon_threadsafe(self._on_published, mid)
+
+
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """Send small packets (acks, results) at once instead of waiting out Nagle's algorithm."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

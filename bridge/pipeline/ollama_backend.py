@@ -1,0 +1,191 @@
+"""The LLM backend: Ollama through the `ollama` client.
+
+It owns what the model host needs: at most `parallel` requests in flight (Ollama would only
+queue more), a deadline per request (the client has none by default), retries with backoff on
+faults worth retrying, and errors a person can act on.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import ollama
+
+from bridge.config.settings import OllamaSettings
+from bridge.errors import BackendError, BackendUnavailable, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+_NS_PER_MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    """The model's answer with Ollama's own timings (ms) and token counts."""
+
+    content: str
+    model: str
+    load_ms: float
+    prompt_ms: float
+    eval_ms: float
+    total_ms: float
+    prompt_tokens: int
+    eval_tokens: int
+    wall_ms: float
+
+
+class OllamaBackend:
+    """One Ollama host. Safe to share between all workers of one event loop."""
+
+    def __init__(
+        self,
+        settings: OllamaSettings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.url = settings.url.rstrip("/")
+        self._client = ollama.AsyncClient(
+            host=self.url,
+            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+        )
+        self._slots = asyncio.Semaphore(settings.parallel)
+        self._sleep = sleep
+        self.in_flight = 0
+        self.calls = 0
+
+    async def chat(
+        self,
+        *,
+        model: str,
+        messages: Sequence[dict[str, Any]],
+        schema: dict[str, Any] | None,
+        options: dict[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+        deadline: float | None = None,
+    ) -> LlmReply:
+        """One structured chat request, retried on transient faults."""
+        opts = {"temperature": 0, **(options or {})}
+        deadline = deadline or self.settings.timeout
+        async with self._slots:
+            self.in_flight += 1
+            try:
+                return await self._retrying(
+                    lambda: self._chat_once(model, messages, schema, opts, keep_alive, deadline)
+                )
+            finally:
+                self.in_flight -= 1
+
+    async def _retrying(self, call: Callable[[], Awaitable[LlmReply]]) -> LlmReply:
+        delay = self.settings.retry_backoff
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return await call()
+            except BackendUnavailable as exc:
+                if attempt == self.settings.retries or not exc.retry_now:
+                    raise
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _chat_once(
+        self,
+        model: str,
+        messages: Sequence[dict[str, Any]],
+        schema: dict[str, Any] | None,
+        options: dict[str, Any],
+        keep_alive: str | float | None,
+        deadline: float,
+    ) -> LlmReply:
+        started = time.perf_counter()
+        pieces: list[str] = []
+        final: ollama.ChatResponse | None = None
+        self.calls += 1
+        try:
+            async with asyncio.timeout(deadline):
+                stream = await self._client.chat(
+                    model=model,
+                    messages=messages,
+                    format=schema,
+                    options=options,
+                    keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
+                    stream=True,
+                )
+                async for part in stream:
+                    pieces.append(part.message.content or "")
+                    if part.done:
+                        final = part
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"Ollama at {self.url} did not answer within {deadline:.0f}s "
+                "(raise ollama.timeout or the rule's timeout, or use a smaller model)",
+                retry_now=False,
+            ) from None
+        except ollama.ResponseError as exc:
+            raise self._translate(exc, model) from None
+        except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
+            # The client wraps a refused connection in ConnectionError, except when streaming.
+            raise BackendUnavailable(
+                f"cannot reach Ollama at {self.url}: check that it is running and accessible "
+                "from this machine (ollama.url in config.yaml, or LLM2MQTT_OLLAMA_URL)"
+            ) from None
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(
+                f"the connection to Ollama at {self.url} broke off mid-answer ({type(exc).__name__})"
+            ) from None
+        if final is None:
+            raise BackendUnavailable(f"Ollama at {self.url} ended the answer without its final part")
+        return LlmReply(
+            content="".join(pieces),
+            model=final.model or model,
+            load_ms=(final.load_duration or 0) / _NS_PER_MS,
+            prompt_ms=(final.prompt_eval_duration or 0) / _NS_PER_MS,
+            eval_ms=(final.eval_duration or 0) / _NS_PER_MS,
+            total_ms=(final.total_duration or 0) / _NS_PER_MS,
+            prompt_tokens=final.prompt_eval_count or 0,
+            eval_tokens=final.eval_count or 0,
+            wall_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _translate(self, exc: ollama.ResponseError, model: str) -> BackendError:
+        if exc.status_code == 404:
+            return ModelNotFound(
+                f"model '{model}' not found on Ollama at {self.url}: run `ollama pull {model}`"
+            )
+        if exc.status_code == 503:
+            return BackendUnavailable(f"Ollama at {self.url} is busy: {exc.error}")
+        if exc.status_code == -1 or exc.status_code >= 500:
+            return BackendUnavailable(f"Ollama failed while answering: {exc.error}")
+        return BackendError(f"Ollama refused the request ({exc.status_code}): {exc.error}")
+
+    async def models(self) -> list[str]:
+        """Names of the pulled models (`/api/tags`)."""
+        try:
+            listing = await self._client.list()
+        except ConnectionError:
+            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        except ollama.ResponseError as exc:
+            raise self._translate(exc, "") from None
+        return [m.model for m in listing.models if m.model]
+
+    async def loaded(self) -> list[str]:
+        """Names of the models in memory now (`/api/ps`)."""
+        try:
+            running = await self._client.ps()
+        except ConnectionError:
+            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        return [m.model for m in running.models if m.model]
+
+    async def close(self) -> None:
+        await self._client._client.aclose()  # the ollama client exposes no close of its own
+
+
+def has_model(pulled: Sequence[str], model: str) -> bool:
+    """Whether `model` is among Ollama's pulled models (a name without tag means :latest)."""
+    wanted = model if ":" in model else f"{model}:latest"
+    return wanted in pulled or model in pulled

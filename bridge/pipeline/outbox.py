@@ -1,0 +1,206 @@
+"""The outbox pump: messages leave the journal only once the broker has them.
+
+Rows are handed to paho in order, at most `window` at a time, once the write that added them
+is committed. A QoS 1 row is deleted when the broker acknowledges it (PUBACK); QoS 0 when paho
+has written it. After a crash, rows still in the table are published again: delivery is at
+least once, and every result carries its job_id so a consumer can tell a repeat.
+
+QoS 0 telemetry (lifecycle events) has no row: the journal hands it over once the write it
+belongs to is committed, and it is sent after the rows committed with it, while the broker
+is connected (at most `MAX_EVENTS` wait for a connection; older ones are dropped).
+
+Rows for other sinks (SNS, SQS) are handed to the `Sink` registered for their name and
+deleted when it reports them accepted; a sink retries on its own, and a row it never
+accepted is handed over again after a restart. `when_delivered(job_id, cb)` calls back once
+every row that finished the job has left the table.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from bridge.pipeline.journal import Journal, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 10_000
+
+
+class Publisher(Protocol):
+    connected: bool
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        props: dict[str, Any] | None = None,
+    ) -> int | None: ...
+
+
+class Sink(Protocol):
+    """Delivers outbox rows somewhere other than MQTT; calls `done(row.id)` once accepted."""
+
+    def send(self, row: OutboxMessage, done: Callable[[int], None]) -> None: ...
+
+
+class Outbox:
+    """Publishes the journal's outbox table through a `Publisher`."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        publisher: Publisher,
+        *,
+        window: int = 200,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._journal = journal
+        self._publisher = publisher
+        self._window = window
+        self._loop = loop
+        self._in_flight: dict[int, OutboxMessage] = {}  # paho mid -> outbox row
+        self._last_sent = 0
+        self._maybe_more = True  # rows may wait in the table beyond what was read
+        self._delivered: list[OutboxMessage] = []
+        self._sinks: dict[str, Sink] = {}
+        self._sink_rows: dict[int, OutboxMessage] = {}  # row id -> row, handed to a sink
+        self._last_sink_row = 0
+        self._sink_more = True
+        self._waiters: dict[str, list[Callable[[], None]]] = {}  # job id -> callbacks
+        journal.on_every_commit(self.pump)
+
+    def add_sink(self, name: str, sink: Sink) -> None:
+        """Deliver rows whose `sink` is `name` through `sink` (SNS, SQS)."""
+        self._sinks[name] = sink
+        self._sink_more = True
+
+    def when_delivered(self, job_id: str, callback: Callable[[], None]) -> None:
+        """Call `callback` once no outbox row of `job_id` is left (now, if none is)."""
+        if self._journal.outputs_pending(job_id) == 0:
+            callback()
+        else:
+            self._waiters.setdefault(job_id, []).append(callback)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def add(self, messages: Iterable[OutboxMessage], *, urgent: bool = True) -> None:
+        """Queue messages durably. Urgent ones make the journal commit now; others ride along."""
+        self._journal.add_messages(messages)
+        self.notify(urgent=urgent)
+        if not self._journal.in_transaction:
+            self.pump()  # only telemetry, with nothing to wait for
+
+    def notify(self, *, urgent: bool = True) -> None:
+        """Rows were written: send them after the commit."""
+        self._maybe_more = True
+        self._sink_more = True
+        if urgent:
+            self._journal.commit_soon()
+
+    def pump(self) -> None:
+        """Hand waiting, committed rows to the publisher, up to the window."""
+        if self._journal.in_transaction:
+            return  # uncommitted rows must not leave; this runs again after the commit
+        if self._sinks:
+            self._pump_sinks()
+        while self._maybe_more and len(self._in_flight) < self._window:
+            room = self._window - len(self._in_flight)
+            rows = self._journal.pending_messages(after=self._last_sent, limit=room, mqtt=True)
+            if len(rows) < room:
+                self._maybe_more = False
+            for row in rows:
+                mid = self._publisher.publish(
+                    row.topic, row.payload, qos=row.qos, retain=row.retain, props=row.props
+                )
+                if mid is None:
+                    self._maybe_more = True
+                    return  # not connected (QoS 0) or refused: again after the next connect
+                self._in_flight[mid] = row
+                self._last_sent = row.id
+        if not self._maybe_more:
+            self._send_events()
+
+    def _send_events(self) -> None:
+        """Send the committed telemetry, after the rows committed with it."""
+        events = self._journal.take_events()
+        for at, message in enumerate(events):
+            if self._publisher.publish(message.topic, message.payload, qos=0) is None:
+                waiting = events[at:]
+                if len(waiting) > MAX_EVENTS:
+                    log.warning("no broker: %d lifecycle events dropped", len(waiting) - MAX_EVENTS)
+                    waiting = waiting[-MAX_EVENTS:]
+                self._journal.return_events(waiting)
+                return
+
+    def _pump_sinks(self) -> None:
+        # Other sinks have their own cursor, so a broker outage does not hold back SNS.
+        while self._sink_more and len(self._sink_rows) < self._window:
+            room = self._window - len(self._sink_rows)
+            rows = self._journal.pending_messages(after=self._last_sink_row, limit=room, mqtt=False)
+            if len(rows) < room:
+                self._sink_more = False
+            for row in rows:
+                self._last_sink_row = row.id
+                sink = self._sinks.get(row.sink)
+                if sink is None:
+                    log.warning("outbox row %d is for sink %r, which is not configured", row.id, row.sink)
+                    continue
+                self._sink_rows[row.id] = row
+                sink.send(row, self._sink_done)
+
+    def _sink_done(self, row_id: int) -> None:
+        row = self._sink_rows.pop(row_id, None)
+        if row is None:
+            return
+        self._journal.delete_messages([row_id])
+        self._settle([row])
+        self.pump()
+
+    def _settle(self, rows: Iterable[OutboxMessage]) -> None:
+        """Call back those who wait for a job whose last row just went."""
+        for job_id in {row.job_id for row in rows if row.job_id in self._waiters}:
+            if job_id is not None and self._journal.outputs_pending(job_id) == 0:
+                for callback in self._waiters.pop(job_id, []):
+                    callback()
+
+    def on_connected(self) -> None:
+        # paho resends its QoS 1 messages after a reconnect but drops QoS 0 ones it had not
+        # written yet; send those again.
+        for mid, row in list(self._in_flight.items()):
+            if row.qos == 0:
+                del self._in_flight[mid]
+                new_mid = self._publisher.publish(
+                    row.topic, row.payload, qos=0, retain=row.retain, props=row.props
+                )
+                if new_mid is not None:
+                    self._in_flight[new_mid] = row
+        self._maybe_more = True
+        self.pump()
+
+    def on_published(self, mid: int) -> None:
+        """The broker has the message with this mid: its row can go."""
+        row = self._in_flight.pop(mid, None)
+        if row is None:
+            return  # one of the link's own messages (state, info)
+        self._delivered.append(row)
+        if len(self._delivered) == 1:
+            # One delete and one pump per loop iteration, however many acks arrived in it.
+            if self._loop is not None:
+                self._loop.call_soon(self._flush)
+            else:
+                self._flush()
+
+    def _flush(self) -> None:
+        delivered, self._delivered = self._delivered, []
+        if delivered:
+            # Nobody waits for a delete: if it is lost in a crash, the row is sent once more.
+            self._journal.delete_messages(r.id for r in delivered)
+            if self._waiters:
+                self._settle(delivered)
+        self.pump()

@@ -1,0 +1,294 @@
+"""Running one job: its input, the model call, the answer, and what is published."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bridge.config.rules import RuleBase
+from bridge.config.settings import LimitsSettings, Settings
+from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
+from bridge.pipeline.fetch import fetch_image
+from bridge.pipeline.hooks import JobHooks
+from bridge.pipeline.images import ImageError, ImageSpec, PreparedImage, prepare_image
+from bridge.pipeline.journal import Job, Journal
+from bridge.pipeline.ollama_backend import LlmReply, OllamaBackend
+from bridge.pipeline.outbox import Outbox
+from bridge.pipeline.queue import JobQueue
+from bridge.pipeline.results import done_messages, event, failure_messages, input_summary, iso
+from bridge.pipeline.topics import Topics
+from handlers import Answer, Handler, PromptInput, handler_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleStats:
+    """Counters per rule, for bridge/info and the benchmarks."""
+
+    done: int = 0
+    failed: int = 0
+    model_calls: int = 0
+    model_ms: float = 0.0
+    last_model_ms: float | None = None
+    checks: int = 0  # snapshots checked (scheduled, /check, or a state rule's input)
+    unchanged: int = 0  # checks skipped because the picture had not changed
+    superseded: int = 0  # waiting snapshots replaced by a newer one
+
+    def as_dict(self) -> dict[str, Any]:
+        mean = self.model_ms / self.model_calls if self.model_calls else None
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "model_calls": self.model_calls,
+            "mean_model_ms": round(mean, 1) if mean is not None else None,
+            "last_model_ms": round(self.last_model_ms, 1) if self.last_model_ms is not None else None,
+            "checks": self.checks,
+            "unchanged": self.unchanged,
+            "superseded": self.superseded,
+        }
+
+
+class _Skipped(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Outcome:
+    """What asking the model produced."""
+
+    answer: Answer
+    replies: list[LlmReply] = field(default_factory=list)
+    image: PreparedImage | None = None
+
+
+class Runner:
+    """Runs jobs from the journal against the backend; safe to call from several workers."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        backend: OllamaBackend,
+        outbox: Outbox,
+        queue: JobQueue,
+        rules: Mapping[str, RuleBase],
+        topics: Topics,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._journal = journal
+        self._backend = backend
+        self._outbox = outbox
+        self._rules = rules
+        self._queue = queue
+        self._settings = settings
+        self._topics = topics
+        self._handlers: dict[str, Handler[Any]] = {name: handler_for(rule) for name, rule in rules.items()}
+        self._http = http or httpx.AsyncClient(follow_redirects=True)
+        self._clock = clock
+        self.stats: dict[str, RuleStats] = {name: RuleStats() for name in rules}
+        self.running: set[str] = set()
+        self.extensions: Sequence[JobHooks] = ()
+
+    async def run(self, job_id: str) -> None:
+        """Run one job to an outcome: done, failed, dead, or back in the queue."""
+        job = self._journal.start(job_id)
+        rule = self._rules.get(job.rule)
+        if rule is None:
+            self._fail(job, f"rule {job.rule!r} is no longer in the configuration")
+            return
+        max_attempts = self._settings.journal.max_attempts
+        if job.attempts > max_attempts:
+            last = f"; last error: {job.error}" if job.error else " (the daemon stopped while running it)"
+            self._fail(job, f"gave up after {max_attempts} attempts{last}", state="dead")
+            return
+        self.running.add(job_id)
+        self._outbox.add([event(self._topics, "job_started", job.id, job.rule, self._clock())], urgent=False)
+        try:
+            outcome = await self._ask(job, rule)
+        except asyncio.CancelledError:
+            # Stopping: the job goes back to the queue and this run does not count.
+            self._journal.requeue(job.id, not_before=0, error=job.error, refund=True)
+            raise
+        except _Skipped as skip:
+            self._skip(job, skip.reason)
+        except BackendUnavailable as exc:
+            self._retry_or_give_up(job, str(exc))
+        except (InputError, ImageError, BackendError, AnswerError) as exc:
+            self._fail(job, str(exc))
+        except Exception as exc:  # a bug must not stop the daemon; the job is reported
+            log.exception("%s: job %s failed unexpectedly", job.rule, job.id)
+            self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self._finish(job, rule, outcome)
+        finally:
+            self.running.discard(job_id)
+
+    async def _ask(self, job: Job, rule: RuleBase) -> Outcome:
+        image = await self._image(job, rule)
+        prompt = PromptInput(
+            text=job.input.get("text"),
+            image=image.data if image else None,
+            fields=job.input.get("fields", {}),
+        )
+        stats = self.stats[rule.name]
+
+        def count(reply: LlmReply) -> None:
+            stats.model_calls += 1
+            stats.model_ms += reply.wall_ms
+            stats.last_model_ms = reply.wall_ms
+
+        for extension in self.extensions:
+            reason = extension.before_model(job, rule, image)
+            if reason:
+                raise _Skipped(reason)
+        for extension in self.extensions:
+            prompt = await extension.prepare(job, rule, prompt)
+        outcome = await ask_model(self._backend, self._handlers[rule.name], rule, prompt, on_reply=count)
+        outcome.image = image
+        for extension in self.extensions:
+            outcome.answer = await extension.after_answer(job, rule, prompt, outcome.answer)
+        return outcome
+
+    async def _image(self, job: Job, rule: RuleBase) -> PreparedImage | None:
+        limits = self._settings.limits
+        if job.image is not None:
+            data = self._journal.get_blob(job.image)
+        elif job.input.get("image_url"):
+            data = await fetch_image(self._http, job.input["image_url"], max_bytes=limits.max_payload)
+        else:
+            return None
+        # Decoding and resizing take tens of milliseconds: off the event loop.
+        return await asyncio.to_thread(prepare_image, data, image_spec(rule, limits))
+
+    def _finish(self, job: Job, rule: RuleBase, outcome: Outcome) -> None:
+        now = self._clock()
+        started = job.started or now
+        replies = outcome.replies
+        result: dict[str, Any] = {
+            "job_id": job.id,
+            "rule": rule.name,
+            "source": job.source,
+            **outcome.answer.fields,
+            "model": replies[-1].model,
+            "timings": {
+                "queued": round((started - job.created) * 1000, 1),
+                "llm": round(sum(r.wall_ms for r in replies), 1),
+                "load": round(sum(r.load_ms for r in replies), 1),
+                "prompt_eval": round(sum(r.prompt_ms for r in replies), 1),
+                "eval": round(sum(r.eval_ms for r in replies), 1),
+                "total": round((now - job.created) * 1000, 1),
+            },
+            "tokens": {
+                "prompt": sum(r.prompt_tokens for r in replies),
+                "eval": sum(r.eval_tokens for r in replies),
+            },
+            "ts": iso(now),
+        }
+        if job.input.get("id") is not None:
+            result["id"] = job.input["id"]
+        if outcome.image is not None:
+            result["image"] = {"width": outcome.image.width, "height": outcome.image.height}
+        self.stats[rule.name].done += 1
+        # An extension that tracks the rule's confirmed state publishes the state topic itself.
+        owned = any(extension.owns_state(rule) for extension in self.extensions)
+        state = None if owned else outcome.answer.state
+        messages = done_messages(self._topics, rule, job, result, state, now)
+        for extension in self.extensions:
+            messages += extension.after_done(job, rule, result, outcome.answer.state, outcome.image)
+        self._journal.finish(job.id, "done", result=result, messages=messages)
+        self._outbox.notify()
+
+    def _skip(self, job: Job, reason: str) -> None:
+        now = self._clock()
+        log.debug("%s: job %s skipped: %s", job.rule, job.id, reason)
+        messages = [event(self._topics, "job_skipped", job.id, job.rule, now, reason=reason)]
+        self._journal.finish(job.id, "skipped", error=reason, messages=messages)
+        self._outbox.notify()
+
+    def _retry_or_give_up(self, job: Job, error: str) -> None:
+        attempts, limit = job.attempts, self._settings.journal.max_attempts
+        if attempts >= limit:
+            self._fail(job, f"{error} (gave up after {attempts} attempts)", state="dead")
+            return
+        delay = self._settings.journal.retry_delay * 2 ** (attempts - 1)
+        now = self._clock()
+        log.warning("%s: job %s: %s; will retry in %.0fs", job.rule, job.id, error, delay)
+        self._journal.requeue(job.id, not_before=now + delay, error=error)
+        self._outbox.add(
+            failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, retry_in=delay)
+        )
+        self._journal.after_commit(
+            lambda: self._queue.push(
+                job.id, priority=job.priority, created=job.created, not_before=now + delay
+            )
+        )
+
+    def _fail(self, job: Job, error: str, *, state: str = "failed") -> None:
+        now = self._clock()
+        log.warning("%s: job %s %s: %s", job.rule, job.id, state, error)
+        if job.rule in self.stats:
+            self.stats[job.rule].failed += 1
+        messages = failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, job=job)
+        for extension in self.extensions:
+            messages += extension.after_failed(job, error)
+        self._journal.finish(job.id, "dead" if state == "dead" else "failed", error=error, messages=messages)
+        self._outbox.notify()
+
+
+def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:
+    """How the rule wants its images prepared."""
+    return ImageSpec(
+        crop=rule.image.crop,
+        max_side=rule.image.max_side,
+        quality=rule.image.quality,
+        max_pixels=limits.max_image_pixels,
+    )
+
+
+async def ask_model(
+    backend: OllamaBackend,
+    handler: Handler[Any],
+    rule: RuleBase,
+    prompt: PromptInput,
+    *,
+    on_reply: Callable[[LlmReply], None] | None = None,
+) -> Outcome:
+    """Ask the rule's question; an answer that does not fit is asked again once, more strictly."""
+    problem = handler.check_input(prompt)
+    if problem:
+        raise InputError(problem)
+    outcome = Outcome(answer=Answer({}, None))
+    correction: str | None = None
+    for attempt in (1, 2):
+        reply = await backend.chat(
+            model=rule.model,
+            messages=handler.messages(prompt, correction=correction),
+            schema=handler.schema(),
+            options=rule.options,
+            keep_alive=rule.keep_alive,
+            deadline=rule.timeout,
+        )
+        outcome.replies.append(reply)
+        if on_reply is not None:
+            on_reply(reply)
+        try:
+            outcome.answer = handler.parse(reply.content)
+            return outcome
+        except AnswerError as exc:
+            if attempt == 2:
+                raise AnswerError(
+                    f"the model's answer did not fit the schema, twice: {exc} "
+                    f"(answer: {reply.content[:200]!r})"
+                ) from None
+            log.info("%s: answer refused (%s); asking once more", rule.name, exc)
+            correction = str(exc)
+    raise AssertionError("unreachable")

@@ -1,0 +1,122 @@
+"""The `llm2mqtt` command as a person runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.support.mqtt_helpers import ROOT
+from tests.support.ollama_standin import OllamaStandin
+from tests.support.samples import jpeg
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("LLM2MQTT_")}
+    full_env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_accepts_the_shipped_config() -> None:
+    done = cli("check", "-c", str(ROOT / "config.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert "front_door_lock" in done.stdout
+
+
+def test_check_lists_every_problem_and_exits_2(write_config) -> None:
+    path = write_config(
+        [{"name": "x", "handler": "yes_no", "model": "m", "prompt": "p", "colour": "red"}],
+        mqtt={"url": "nope://"},
+    )
+    done = cli("check", "-c", str(path))
+    assert done.returncode == 2
+    assert "mqtt.url" in done.stderr
+    assert "colour" in done.stderr
+    assert "unknown key" in done.stderr
+    assert "2 problem(s) found" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_config_from_environment_variable(write_config) -> None:
+    path = write_config()
+    done = cli("check", env={"LLM2MQTT_CONFIG": str(path)})
+    assert done.returncode == 0
+    assert str(path) in done.stdout
+
+
+@pytest.mark.broker
+def test_check_live_reaches_broker_and_ollama(daemon_config, ollama: OllamaStandin) -> None:
+    path = daemon_config()
+    done = cli("check", "--live", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "every rule's model is pulled" in done.stdout
+    ollama.models = {"qwen2.5:3b"}
+    done = cli("check", "--live", "-c", str(path))
+    assert done.returncode == 1
+    assert "'qwen2.5vl:3b' is not pulled; run `ollama pull qwen2.5vl:3b`" in done.stderr
+    assert "front_door_lock.yaml" in done.stderr
+
+
+def test_check_live_reports_unreachable_broker_and_ollama(write_config) -> None:
+    path = write_config(mqtt={"url": "mqtt://127.0.0.1:9"}, ollama={"url": "http://127.0.0.1:9"})
+    done = cli("check", "--live", "-c", str(path))
+    assert done.returncode == 1
+    assert "cannot reach the broker at mqtt://127.0.0.1:9" in done.stderr
+    assert "cannot reach Ollama at http://127.0.0.1:9" in done.stderr
+
+
+def test_try_runs_a_rule_on_an_image_without_a_broker(
+    write_config, ollama: OllamaStandin, tmp_path: Path
+) -> None:
+    path = write_config(ollama={"url": ollama.url}, mqtt={"url": "mqtt://127.0.0.1:9"})
+    image = tmp_path / "door.jpg"
+    image.write_bytes(jpeg(30, size=(1600, 1200)))
+    done = cli("try", "front_door_lock", "--image", str(image), "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["answer"], result["state"]) == (False, "unlocked")
+    assert result["image"]["width"] == 256
+    assert result["timings"]["llm"] > 0
+    assert result["tokens"]["prompt"] > 0
+
+
+def test_try_with_text_and_errors(write_config, ollama: OllamaStandin, tmp_path: Path) -> None:
+    path = write_config(ollama={"url": ollama.url})
+    done = cli("try", "message_topic", "--text", "buy shopping for dinner", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["label"] == "shopping"
+    missing = cli("try", "nope", "--text", "x", "-c", str(path))
+    assert missing.returncode == 2
+    assert "unknown rule 'nope'" in missing.stderr
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    bad = cli("try", "front_door_lock", "--image", str(tmp_path / "bad.jpg"), "-c", str(path))
+    assert bad.returncode == 2
+    assert "not a JPEG, PNG or WebP" in bad.stderr
+    ollama.models = set()
+    gone = cli("try", "message_topic", "--text", "x", "-c", str(path))
+    assert gone.returncode == 1
+    assert "ollama pull qwen2.5:3b" in gone.stderr
+
+
+def test_schema_is_a_valid_json_schema_that_accepts_the_shipped_rule() -> None:
+    done = cli("schema")
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    import yaml
+
+    rule = yaml.safe_load((ROOT / "rules" / "message_topic.yaml").read_text())
+    rule_schema = {**schema["$defs"]["rule"], "$defs": schema["$defs"]["rule"].get("$defs", {})}
+    jsonschema.validate(rule, rule_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**rule, "colour": 1}, rule_schema)

@@ -1,0 +1,213 @@
+"""Todo pieces without a network: folding, retrieval, the store, the decision rules, the handler."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.config.handler_rules import TodoMatchRule
+from bridge.config.http import HttpSettings
+from bridge.errors import AnswerError
+from bridge.todo.decide import plan_change
+from bridge.todo.normalize import fold, forms
+from bridge.todo.retrieval import CandidateIndex
+from bridge.todo.store import TodoError, TodoStore
+from handlers.base import PromptInput
+from handlers.todo_match import TodoMatchHandler
+
+TASKS = {
+    "milk": "牛乳を買う",
+    "paper": "トイレットペーパー",
+    "dentist": "歯医者の予約",
+    "buy_milk": "Buy oat milk",
+    "bill": "Pay electricity bill",
+    "trash": "ゴミ出し",
+    "tax": "確定申告",
+    "cat": "猫のエサ",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("ＭＩＬＫ!!", "milk"),
+        ("ｷﾞｭｳﾆｭｳ", "ぎゅうにゅう"),
+        ("ギュウニュウ", "ぎゅうにゅう"),
+        ("牛乳、きれてた。", "牛乳 きれてた"),
+    ],
+)
+def test_fold_width_case_kana_and_punctuation(text: str, folded: str) -> None:
+    assert fold(text) == folded
+
+
+def test_forms_read_kanji_as_kana_and_romaji() -> None:
+    assert forms("牛乳") == ("牛乳", "ぎゅうにゅう", "gyunyu")
+
+
+@pytest.mark.parametrize(
+    ("note", "expected"),
+    [
+        ("ぎゅうにゅう買っといて", "milk"),
+        ("牛乳きれてた", "milk"),
+        ("gyuunyuu", "milk"),
+        ("Milk!!", "buy_milk"),
+        ("mlik", "buy_milk"),
+        ("といれっとぺーぱー切れた", "paper"),
+        ("ﾄｲﾚｯﾄﾍﾟｰﾊﾟｰ", "paper"),
+        ("はいしゃ", "dentist"),
+        ("electric bill", "bill"),
+        ("ごみ", "trash"),
+        ("ねこのえさ", "cat"),
+    ],
+)
+def test_retrieval_finds_the_task_among_the_first_three(note: str, expected: str) -> None:
+    index = CandidateIndex(TASKS.items())
+    assert expected in [c.uid for c in index.top(note, 3)]
+
+
+def test_retrieval_follows_changes_and_limits_k() -> None:
+    index = CandidateIndex(TASKS.items())
+    assert len(index.top("a", 8)) <= 8
+    index.remove("milk")
+    assert "milk" not in [c.uid for c in index.top("牛乳", 8)]
+    index.add("milk2", "牛乳")
+    assert index.top("牛乳", 1)[0].uid == "milk2"
+    assert index.top("zzzz qqqq", 8) == []
+
+
+def test_store_changes_history_undo_and_notes(tmp_path: Path) -> None:
+    store = TodoStore(tmp_path / "todo.sqlite3", genres=["shopping", "other"])
+    seen: list[Any] = []
+    store.on_change(lambda before, after: seen.append((before, after)))
+    created = store.create("牛乳を買う", genre="shopping", source="test")
+    uid = created.uid
+    assert store.get(uid) is not None
+    assert seen[-1][0] is None
+    done = store.complete(uid, source="test")
+    assert (done.action, done.before["status"], done.after["status"]) == (
+        "complete",
+        "needs_action",
+        "completed",
+    )
+    assert [t.uid for t in store.tasks(status="completed")] == [uid]
+    assert store.tasks(status="needs_action") == []
+    undo = store.undo(done.id, source="test")
+    assert store.get(uid).status == "needs_action"
+    assert store.change(done.id).undone_by == undo.id
+    with pytest.raises(TodoError, match="already undone"):
+        store.undo(done.id, source="test")
+    with pytest.raises(TodoError, match="genre"):
+        store.update(uid, genre="toys", source="test")
+    deleted = store.delete(uid, source="test")
+    assert store.get(uid) is None
+    store.undo(deleted.id, source="test")
+    assert store.get(uid).title == "牛乳を買う"
+    store.undo(created.id, source="test")  # undoing the creation removes the task again
+    assert store.get(uid) is None
+
+    # A note is remembered in the transaction of its change; a second time is refused, changing nothing.
+    def apply_note() -> None:
+        with store.transaction():
+            store.create("電池", source="note", note="k1")
+            store.remember_note("k1", {"action": "create"})
+
+    apply_note()
+    count = len(store.tasks())
+    with pytest.raises(TodoError, match="already applied"):
+        apply_note()
+    assert len(store.tasks()) == count
+    assert store.note_outcome("k1") == {"action": "create"}
+    store.close()
+
+
+CANDS = {"u1": {"uid": "u1", "title": "牛乳を買う", "status": "completed"}}
+
+
+def decision(**overrides: Any) -> dict[str, Any]:
+    base = {"action": "update", "uid": "u1", "title": "牛乳", "genre": "shopping", "due": None}
+    return {**base, "confidence": 0.9, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "uid", "flagged"),
+    [
+        (decision(), "update", "u1", False),
+        (decision(action="complete"), "complete", "u1", False),
+        (decision(action="create", uid=None), "create", None, False),
+        (decision(action="none"), "none", None, False),
+        (decision(uid="made-up"), "create", None, False),  # an invented uid never touches a task
+        (decision(action="complete", uid=None), "create", None, False),
+        (decision(confidence=0.3), "create", None, True),  # low confidence: a flagged new task
+    ],
+)
+def test_plan_change_safety_rules(answer: dict[str, Any], kind: str, uid: str | None, flagged: bool) -> None:
+    plan = plan_change(answer, CANDS, confirm_below=0.6, low_confidence="needs_confirmation")
+    assert (plan.kind, plan.uid, plan.needs_confirmation) == (kind, uid, flagged)
+
+
+def test_plan_change_low_confidence_can_ask_instead() -> None:
+    plan = plan_change(decision(confidence=0.3), CANDS, confirm_below=0.6, low_confidence="ask")
+    assert (plan.kind, plan.uid) == ("confirm", "u1")
+
+
+def handler() -> TodoMatchHandler:
+    rule = TodoMatchRule(name="todo_note", handler="todo_match", model="m", prompt="Which task?")
+    return TodoMatchHandler(rule)
+
+
+def answer(**overrides: Any) -> str:
+    import json
+
+    body = {"action": "update", "uid": "u1", "title": "牛乳", "genre": "shopping", "due": ""}
+    return json.dumps({**body, "confidence": 0.9, "reason": "same thing", **overrides})
+
+
+def test_handler_parses_a_valid_answer_and_builds_a_prompt_with_candidates() -> None:
+    h = handler()
+    parsed = h.parse(answer(due="2026-12-01"))
+    assert parsed.fields["due"] == "2026-12-01"
+    assert parsed.state == "update"
+    assert h.parse(answer(uid="")).fields["uid"] is None
+    prompt = PromptInput(text="牛乳きれてた", fields={"candidates": [CANDS["u1"]], "today": "2026-11-29"})
+    user = h.messages(prompt)[1]["content"]
+    assert "u1 | 牛乳を買う | - | completed" in user
+    assert user.index("u1 |") < user.index("牛乳きれてた")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"genre": "toys"}, "genre"),
+        ({"due": "next tuesday"}, "not a date"),
+        ({"action": "delete"}, "action"),
+        ({"confidence": 3}, "confidence"),
+    ],
+)
+def test_handler_refuses_answers_outside_the_schema(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(AnswerError, match=message):
+        handler().parse(answer(**bad))
+
+
+def test_http_needs_a_token_off_loopback() -> None:
+    assert HttpSettings(enabled=True).host == "127.0.0.1"
+    with pytest.raises(ValidationError, match=r"http\.token"):
+        HttpSettings(enabled=True, host="0.0.0.0")
+    assert HttpSettings(enabled=True, host="0.0.0.0", token="t").token is not None
+
+
+def test_labelled_set_recall_at_8_stays_above_098() -> None:
+    from tests.support.todo_labels import evaluate, load
+
+    tasks, notes = load()
+    assert len(tasks) >= 60
+    assert len(notes) >= 200
+    assert evaluate(tasks, notes)["recall_at_8"] >= 0.98
+
+
+def test_fuse_ranks_by_reciprocal_rank_and_keeps_k() -> None:
+    from bridge.todo.retrieval import fuse
+
+    assert fuse(["a", "b", "c"], ["c", "d"], k=3) == ["c", "a", "b"]
+    assert fuse(["a"], [], k=8) == ["a"]
+    assert len(fuse([str(i) for i in range(8)], [str(i) for i in range(8, 16)], k=8)) == 8
