@@ -3,7 +3,9 @@
 SQLite in WAL mode. Writes made while the event loop runs are grouped: they go into one open
 transaction that is committed once per loop iteration (group commit), and whatever must wait
 for durability (acknowledging an MQTT message, publishing from the outbox) is registered with
-`after_commit`. Without a loop (the CLI, tests) every write commits at once.
+`after_commit`. The wait for the disk happens in a thread (bridge/pipeline/wal_sync.py), so
+the loop goes on working while it lasts. Without a loop (the CLI, tests) every write commits
+at once.
 
 Lifecycle events (QoS 0, not retained: telemetry, not the record) are not written: they are
 held in memory with the transaction they belong to and handed to the outbox once it commits,
@@ -12,6 +14,7 @@ journal write per job. A crash can lose an event; never a result, state or error
 """
 
 import asyncio
+import functools
 import hashlib
 import json
 import sqlite3
@@ -33,7 +36,10 @@ from bridge.pipeline.records import (
     OutboxMessage,
     dumps_or_none,
     job_from_row,
+    message_from_row,
+    outbox_row,
 )
+from bridge.pipeline.wal_sync import WalSync
 
 # The records are imported from here by most of the pipeline.
 __all__ = ["FINAL_STATES", "Job", "JobState", "Journal", "OpenJob", "OutboxMessage"]
@@ -55,7 +61,8 @@ class Journal:
         # isolation_level=None: transactions are ours to begin and commit.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        # NORMAL: a commit does not wait for the disk; for "full", WalSync fsyncs the WAL.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         present = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
@@ -73,6 +80,12 @@ class Journal:
         self._listeners: list[Callable[[], None]] = []
         self._events: list[OutboxMessage] = []  # this transaction's QoS 0 messages
         self._events_ready: list[OutboxMessage] = []  # committed ones, for the outbox to send
+        self._rows_added = False  # outbox rows written in this transaction
+        # The newest outbox row that is durable: no row after it may leave.
+        self._durable_row: int = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+        self._sync = WalSync(
+            Path(f"{path}-wal"), enabled=synchronous == "full", on_durable=self._run_listeners
+        )
 
     # -- transactions -----------------------------------------------------------------
 
@@ -82,6 +95,7 @@ class Journal:
         self.commit()
         self._loop = loop
         self._lazy_delay = lazy_delay
+        self._sync.use_loop(loop)
 
     @contextmanager
     def _write(self, *, statements: int = 1) -> Iterator[sqlite3.Connection]:
@@ -107,20 +121,31 @@ class Journal:
             self._lazy = self._loop.call_later(self._lazy_delay, self.commit)
 
     def commit(self) -> None:
-        """Make every write so far durable, then run what waited for it."""
+        """Commit every write so far; what waited for it runs once it is durable."""
         for handle in (self._soon, self._lazy):
             if handle is not None:
                 handle.cancel()
         self._soon = self._lazy = None
+        wrote, last_row = self._in_tx, None
         if self._in_tx:
+            if self._rows_added:
+                last_row = self._db.execute("SELECT max(id) FROM outbox").fetchone()[0]
             self._db.execute("COMMIT")
-            self._in_tx = False
-        if self._events:
-            self._events_ready += self._events
-            self._events = []
+            self._in_tx = self._rows_added = False
+        events, self._events = self._events, []
         callbacks, self._after = self._after, []
-        for callback in [*callbacks, *self._listeners]:
-            callback()
+        release = functools.partial(self._release, last_row, events)
+        self._sync.committed([release, *callbacks], wrote=wrote)
+
+    def _release(self, last_row: int | None, events: list[OutboxMessage]) -> None:
+        """A commit is durable: its outbox rows and events may leave."""
+        if last_row is not None:
+            self._durable_row = max(self._durable_row, last_row)
+        self._events_ready += events
+
+    def _run_listeners(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def take_events(self) -> list[OutboxMessage]:
         """The QoS 0 messages of committed writes, oldest first; they are the caller's now."""
@@ -132,7 +157,7 @@ class Journal:
         self._events_ready[:0] = events
 
     def on_every_commit(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after each commit (the outbox sends what became durable)."""
+        """Call `listener` each time commits became durable (the outbox sends them)."""
         self._listeners.append(listener)
 
     @property
@@ -142,7 +167,7 @@ class Journal:
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything written so far is durable (soon: someone waits)."""
         if not self._in_tx:
-            callback()
+            self._sync.committed([callback], wrote=False)  # at once, unless a commit is syncing
             return
         self._after.append(callback)
         self.commit_soon()
@@ -154,6 +179,7 @@ class Journal:
 
     def close(self) -> None:
         self.commit()
+        self._sync.close()
         self._db.close()
 
     # -- blobs ------------------------------------------------------------------------
@@ -309,21 +335,11 @@ class Journal:
         rows = []
         for m in messages:
             if m.durable:
-                rows.append(
-                    (
-                        m.topic,
-                        m.payload,
-                        m.qos,
-                        int(m.retain),
-                        dumps_or_none(m.props),
-                        now,
-                        m.sink,
-                        m.job_id or job_id,
-                    )
-                )
+                rows.append(outbox_row(m, now, job_id))
             else:
                 self._events.append(m)
         if rows:
+            self._rows_added = True
             db.executemany(
                 "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -333,26 +349,14 @@ class Journal:
     def pending_messages(
         self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
     ) -> list[OutboxMessage]:
-        """Rows after `after`, oldest first; `mqtt` True: only MQTT rows, False: only other sinks."""
+        """Durable rows after `after`, oldest first; `mqtt` True: only MQTT rows, False: others."""
         where = "" if mqtt is None else (" AND sink = 'mqtt'" if mqtt else " AND sink != 'mqtt'")
         rows = self._db.execute(
             "SELECT id, topic, payload, qos, retain, props, sink, job_id FROM outbox"
-            f" WHERE id > ?{where} ORDER BY id LIMIT ?",
-            (after, limit),
+            f" WHERE id > ? AND id <= ?{where} ORDER BY id LIMIT ?",
+            (after, self._durable_row, limit),
         ).fetchall()
-        return [
-            OutboxMessage(
-                id=row[0],
-                topic=row[1],
-                payload=bytes(row[2]),
-                qos=row[3],
-                retain=bool(row[4]),
-                props=json.loads(row[5]) if row[5] else None,
-                sink=row[6],
-                job_id=row[7],
-            )
-            for row in rows
-        ]
+        return [message_from_row(row) for row in rows]
 
     def outputs_pending(self, job_id: str) -> int:
         """Outbox rows of this job not yet delivered."""

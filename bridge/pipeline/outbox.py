@@ -71,7 +71,7 @@ class Outbox:
         self._last_sink_row = 0
         self._sink_more = True
         self._waiters: dict[str, list[Callable[[], None]]] = {}  # job id -> callbacks
-        journal.on_every_commit(self.pump)
+        journal.on_every_commit(self._on_durable)
 
     def add_sink(self, name: str, sink: Sink) -> None:
         """Deliver rows whose `sink` is `name` through `sink` (SNS, SQS)."""
@@ -103,10 +103,14 @@ class Outbox:
         if urgent:
             self._journal.commit_soon()
 
+    def _on_durable(self) -> None:
+        self._maybe_more = True
+        self._sink_more = True
+        self.pump()
+
     def pump(self) -> None:
-        """Hand waiting, committed rows to the publisher, up to the window."""
-        if self._journal.in_transaction:
-            return  # uncommitted rows must not leave; this runs again after the commit
+        """Hand waiting, durable rows to the publisher, up to the window (the journal never
+        returns a row whose commit is not on disk yet: this runs again once it is)."""
         if self._sinks:
             self._pump_sinks()
         while self._maybe_more and len(self._in_flight) < self._window:

@@ -142,3 +142,22 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
 
 def dumps_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def outbox_row(m: OutboxMessage, now: float, job_id: str | None) -> tuple[Any, ...]:
+    """The values of an outbox row, in the order of the journal's INSERT."""
+    return (m.topic, m.payload, m.qos, int(m.retain), dumps_or_none(m.props), now, m.sink, m.job_id or job_id)
+
+
+def message_from_row(row: tuple[Any, ...]) -> OutboxMessage:
+    """An outbox row as read by `SELECT id, topic, payload, qos, retain, props, sink, job_id`."""
+    return OutboxMessage(
+        id=row[0],
+        topic=row[1],
+        payload=bytes(row[2]),
+        qos=row[3],
+        retain=bool(row[4]),
+        props=json.loads(row[5]) if row[5] else None,
+        sink=row[6],
+        job_id=row[7],
+    )
