@@ -80,7 +80,7 @@ def _config(folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: i
 @contextmanager
 def _system(
     system: System, kind: BrokerKind, *, parallel: int = 1, latency: float = 0.0
-) -> Iterator[tuple[psutil.Process, Client, Path]]:
+) -> Iterator[tuple[psutil.Process, Client, Client]]:
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-compare-") as tmp:
         folder = Path(tmp)
         broker = _broker(folder, kind)
@@ -94,15 +94,19 @@ def _system(
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with (folder / "bridge.log").open("ab") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
-        client = Client(broker.port, [f"{BASE}#", "bench/echo"])
+        # Timing and counting on separate connections: a subscriber to the QoS 0 events delays
+        # its TCP acks, which would hold back the broker's next packets to it (Nagle).
+        client = Client(broker.port, [f"{BASE}bench_text/result", f"{BASE}bridge/state", "bench/echo"])
+        counter = Client(broker.port, [f"{BASE}#"])
         try:
             if system == "llm2mqtt":
                 client.wait(f"{BASE}bridge/state", 1, 30)
             else:
                 _wait_subscribed(client)
             job_round_trips(client, 50, 0, "warm")  # imports, first connections, subscriptions
-            yield psutil.Process(proc.pid), client, folder
+            yield psutil.Process(proc.pid), client, counter
         finally:
+            counter.close()
             client.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -147,7 +151,7 @@ def overhead(
     system: System, kind: BrokerKind, *, jobs: int, paced: int, counted: int, profile: Path | None = None
 ) -> dict[str, float]:
     """Added latency at 50 jobs/s, burst throughput and CPU per job, writes and messages per job."""
-    with _system(system, kind) as (proc, client, folder):
+    with _system(system, kind) as (proc, client, counter):
         plain = plain_round_trips(client, paced, 50)
         paced_latency, _ = job_round_trips(client, paced, 50, "paced")
         spy = _py_spy(proc.pid, profile) if profile else None
@@ -166,17 +170,18 @@ def overhead(
             "broker_rtt_p99_ms": round(percentile(plain, 99), 2),
         }
         time.sleep(0.5)  # the last acks and deletes of the burst
-        before = _published(client)
+        before = _published(counter)
         if system == "llm2mqtt":
             proc.send_signal(signal.SIGUSR1)
             time.sleep(0.2)
         _burst(client, counted, "counted")
         time.sleep(1.0)  # lazy commits, outbox deletes and QoS 0 events settle
-        figures["messages_per_job"] = round((_published(client) - before) / counted, 2)
+        figures["messages_per_job"] = round((_published(counter) - before) / counted, 2)
         if system == "llm2mqtt":
             proc.send_signal(signal.SIGUSR2)
             time.sleep(0.3)
-            sql: dict[str, int] = json.loads((folder / "sql_counts.json").read_text())
+            config = Path(proc.cwd()) / "config.yaml"
+            sql: dict[str, int] = json.loads((config.parent / "sql_counts.json").read_text())
             writes = sum(n for k, n in sql.items() if k.split()[0] in ("INSERT", "UPDATE", "DELETE"))
             figures["sql_writes_per_job"] = round(writes / counted, 2)
             figures["sql_statements_per_job"] = round(sum(sql.values()) / counted, 2)
@@ -208,7 +213,7 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 def saturation(system: System, kind: BrokerKind, *, jobs: int) -> dict[str, float]:
     """Jobs/s against a model that takes 200 ms and runs 2 at once, as a fraction of 10/s."""
-    with _system(system, kind, parallel=2, latency=0.2) as (_proc, client, _folder):
+    with _system(system, kind, parallel=2, latency=0.2) as (_proc, client, _counter):
         wall = _burst(client, jobs, "sat")
     return {"saturation": round(jobs / wall / 10.0, 3)}
 

@@ -132,7 +132,11 @@ class Intake:
         )
         self._journal.add_job(job, payload_hash=digest)
         self._outbox.add([event(self._topics, "job_queued", job_id, rule.name, now, source=sub.source)])
-        self._journal.after_commit(lambda: self._queue.push(job_id, priority=priority, created=now))
+        # The job may run while its commit reaches the disk: what it publishes waits for a
+        # later commit, whose fsync covers this one.
+        self._journal.after_commit(
+            lambda: self._queue.push(job_id, priority=priority, created=now), durable=False
+        )
         self.counts["queued"] += 1
         return job_id
 

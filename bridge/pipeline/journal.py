@@ -1,16 +1,14 @@
 """The durable journal: jobs, their images (stored once by content hash) and the outbox.
 
-SQLite in WAL mode. Writes made while the event loop runs are grouped: they go into one open
-transaction that is committed once per loop iteration (group commit), and whatever must wait
-for durability (acknowledging an MQTT message, publishing from the outbox) is registered with
-`after_commit`. The wait for the disk happens in a thread (bridge/pipeline/wal_sync.py), so
-the loop goes on working while it lasts. Without a loop (the CLI, tests) every write commits
-at once.
+SQLite in WAL mode. Writes made while the event loop runs go into one open transaction that
+is committed once per loop iteration (group commit); whatever must wait for durability (an
+MQTT ack, publishing from the outbox) is registered with `after_commit` and runs once the
+commit is on disk, which is waited for in a thread (wal_sync.py). Without a loop (the CLI,
+tests) every write commits at once.
 
-Lifecycle events (QoS 0, not retained: telemetry, not the record) are not written: they are
-held in memory with the transaction they belong to and handed to the outbox once it commits,
-so none leaves before the job it speaks of is durable, and none costs a row, a delete and a
-journal write per job. A crash can lose an event; never a result, state or error.
+Lifecycle events (QoS 0 telemetry, not the record) get no row: they are held with their
+transaction and handed to the outbox once it is durable. A crash can lose an event; never a
+result, state or error.
 """
 
 import asyncio
@@ -73,6 +71,7 @@ class Journal:
             self._db.execute(statement)
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
+        self._committed: list[Callable[[], None]] = []  # wait for the commit, not the disk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lazy_delay = 0.05
         self._soon: asyncio.Handle | None = None
@@ -84,7 +83,9 @@ class Journal:
         # The newest outbox row that is durable: no row after it may leave.
         self._durable_row: int = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         self._sync = WalSync(
-            Path(f"{path}-wal"), enabled=synchronous == "full", on_durable=self._run_listeners
+            Path(f"{path}-wal"),
+            enabled=synchronous == "full",
+            on_durable=lambda: [f() for f in self._listeners],
         )
 
     # -- transactions -----------------------------------------------------------------
@@ -132,6 +133,9 @@ class Journal:
                 last_row = self._db.execute("SELECT max(id) FROM outbox").fetchone()[0]
             self._db.execute("COMMIT")
             self._in_tx = self._rows_added = False
+        committed, self._committed = self._committed, []
+        for callback in committed:
+            callback()
         events, self._events = self._events, []
         callbacks, self._after = self._after, []
         release = functools.partial(self._release, last_row, events)
@@ -142,10 +146,6 @@ class Journal:
         if last_row is not None:
             self._durable_row = max(self._durable_row, last_row)
         self._events_ready += events
-
-    def _run_listeners(self) -> None:
-        for listener in self._listeners:
-            listener()
 
     def take_events(self) -> list[OutboxMessage]:
         """The QoS 0 messages of committed writes, oldest first; they are the caller's now."""
@@ -164,13 +164,17 @@ class Journal:
     def in_transaction(self) -> bool:
         return self._in_tx
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once everything written so far is durable (soon: someone waits)."""
-        if not self._in_tx:
+    def after_commit(self, callback: Callable[[], None], *, durable: bool = True) -> None:
+        """Run `callback` once everything written so far is durable (soon: someone waits).
+        `durable=False`: once it is committed, without waiting for the disk (work that
+        publishes nothing by itself, such as running a queued job)."""
+        if self._in_tx:
+            (self._after if durable else self._committed).append(callback)
+            self.commit_soon()
+        elif durable:
             self._sync.committed([callback], wrote=False)  # at once, unless a commit is syncing
-            return
-        self._after.append(callback)
-        self.commit_soon()
+        else:
+            callback()
 
     def commit_soon(self) -> None:
         """Commit at the end of this loop iteration rather than lazily."""

@@ -25,7 +25,7 @@ RETRY_S = 1.0
 class WalSync:
     """Runs callbacks once the commits before them are on disk (`enabled`) or at once."""
 
-    def __init__(self, wal: Path, *, enabled: bool, on_durable: Callable[[], None]) -> None:
+    def __init__(self, wal: Path, *, enabled: bool, on_durable: Callable[[], object]) -> None:
         self._wal = wal
         self.enabled = enabled
         self._on_durable = on_durable  # after every batch (the outbox sends what became durable)
