@@ -238,3 +238,29 @@ def compare(
             table[f"{system}.{name}"] = {"median": round(median(values), 2), "min": min(values)}
         table[f"{system}.load1"] = [round(r.load, 2) for r in mine]
     return table
+
+
+def main() -> None:
+    """`python -m bench.compare PROFILE [JOBS] [default|tuned]`: one llm2mqtt run, with py-spy
+    on the daemon during the burst (py-spy must be on PATH), and where the time went."""
+    from bench.profile_top import top
+
+    out = Path(sys.argv[1])
+    jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
+    kind: BrokerKind = "tuned" if sys.argv[3:] == ["tuned"] else "default"
+    print(
+        json.dumps(
+            {
+                "load1": os.getloadavg()[0],
+                **overhead("llm2mqtt", kind, jobs=jobs, paced=100, counted=200, profile=out),
+            }
+        )
+    )
+    for section, rows in top(out, 5).items():
+        print(f"## {section}")
+        for name, pct in rows:
+            print(f"{pct:5.1f}%  {name}")
+
+
+if __name__ == "__main__":
+    main()

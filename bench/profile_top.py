@@ -21,8 +21,23 @@ def read(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+# Parts of the daemon, by a frame that marks them; a sample counts for the first that matches.
+PARTS = (
+    ("fsync thread", "WalSync._fsync"),
+    ("Home Assistant extension", "HomeAssistant"),
+    ("outbox (pump, publish, deletes)", "Outbox."),
+    ("intake (parse, dedupe, add job)", "Intake."),
+    ("ollama client (HTTP to the model)", "OllamaBackend."),
+    ("finishing a job (result, journal)", "Runner._finish"),
+    ("other journal work (start, commit)", "Journal."),
+    ("paho network thread", "Client._thread_main"),
+    ("event loop and the rest", ""),
+)
+
+
 def top(path: Path, n: int = 10) -> dict[str, list[tuple[str, float]]]:
     """The busiest frames: by own time (leaf) and inclusive, as shares of the working samples."""
+    parts: Counter[str] = Counter()
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -33,13 +48,20 @@ def top(path: Path, n: int = 10) -> dict[str, list[tuple[str, float]]]:
         working += count
         own[frames[-1]] += count
         threads[frames[0]] += count
+        joined = ";".join(frames)
+        parts[next(name for name, mark in PARTS if mark in joined)] += count
         for frame in set(frames[1:]):
             inclusive[frame] += count
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100 * c / working, 1)) for name, c in counter.most_common(n)]
 
-    return {"threads": share(threads), "own": share(own), "inclusive": share(inclusive)}
+    return {
+        "parts": share(parts),
+        "threads": share(threads),
+        "own": share(own),
+        "inclusive": share(inclusive),
+    }
 
 
 if __name__ == "__main__":
