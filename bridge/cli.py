@@ -1,4 +1,4 @@
-"""The `llm2mqtt` command: run, check, try, schema."""
+"""The `llm2mqtt` command: run, check, try, eval, schema."""
 
 import argparse
 import asyncio
@@ -17,10 +17,10 @@ from bridge import __version__
 from bridge.config.loader import ENV_CONFIG, json_schema, load_config
 from bridge.config.settings import Config
 from bridge.errors import ConfigError, Llm2MqttError
-from bridge.pipeline.images import ImageError, prepare_image
+from bridge.pipeline.images import ImageError
 from bridge.pipeline.ollama_backend import OllamaBackend, has_model
-from bridge.pipeline.runner import ask_model, image_spec
-from handlers import PromptInput, handler_for
+from bridge.pipeline.trial import prepare, run_trial
+from handlers import handler_for
 
 EXIT_INVALID = 2
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found; nothing was started.", file=sys.stderr)
         return EXIT_INVALID
-    command = {"run": _run, "check": _check, "try": _try}[args.command]
+    command = {"run": _run, "check": _check, "try": _try, "eval": _eval}[args.command]
     try:
         return command(config, args)
     except Llm2MqttError as exc:
@@ -68,8 +68,42 @@ def _parser() -> argparse.ArgumentParser:
     source = try_.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="an image file")
     source.add_argument("--text", help="a text input")
+    evaluate = commands.add_parser("eval", parents=[common], help="measure a rule on a labelled set")
+    _eval_arguments(evaluate)
     commands.add_parser("schema", parents=[common], help="print the JSON Schema of config and rules")
     return parser
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rule", nargs="?", help="the rule to measure (omit with --from-journal)")
+    parser.add_argument(
+        "set", type=Path, help="labelled set: a folder of state sub-folders, a .csv or .jsonl"
+    )
+    parser.add_argument("--model", default="", help="comma-separated models to compare (default: the rule's)")
+    parser.add_argument(
+        "--prompt-file", type=Path, action="append", default=[], help="a prompt variant (repeatable)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="ask each input N times (answer stability)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        nargs="?",
+        const=0,
+        default=1,
+        help="requests at once (bare flag: ollama.parallel)",
+    )
+    parser.add_argument("--low-confidence", type=float, default=None, help="default: recheck_below, else 0.6")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--html", type=Path, help="also write a self-contained HTML report here")
+    parser.add_argument("--min-accuracy", type=float, help="exit 1 when a variant scores below this (0-1)")
+    parser.add_argument("--from-journal", metavar="RULE", help="export the rule's recent inputs into SET")
+    parser.add_argument("--since", default="7d", help="with --from-journal: how far back (default 7d)")
+
+
+def _eval(config: Config, args: argparse.Namespace) -> int:
+    from bridge.eval.command import run  # a tool above the pipeline: loaded only when used
+
+    return run(config, args)
 
 
 def _setup_logging(level: str) -> None:
@@ -166,43 +200,21 @@ def _try(config: Config, args: argparse.Namespace) -> int:
     image = None
     if args.image is not None:
         try:
-            image = prepare_image(args.image.read_bytes(), image_spec(rule, config.settings.limits))
+            image = prepare(rule, config.settings.limits, args.image.read_bytes())
         except OSError as exc:
             print(f"error: cannot read {args.image}: {exc.strerror}", file=sys.stderr)
             return EXIT_INVALID
         except ImageError as exc:
             print(f"error: {args.image}: {exc}", file=sys.stderr)
             return EXIT_INVALID
-    prompt = PromptInput(text=args.text, image=image.data if image else None)
 
     async def once() -> dict[str, Any]:
         backend = OllamaBackend(config.settings.ollama)
         try:
-            outcome = await ask_model(backend, handler_for(rule), rule, prompt)
+            trial = await run_trial(backend, handler_for(rule), rule, text=args.text, image=image)
         finally:
             await backend.close()
-        last = outcome.replies[-1]
-        return {
-            "rule": rule.name,
-            **outcome.answer.fields,
-            "model": last.model,
-            "timings": {
-                "llm": round(sum(r.wall_ms for r in outcome.replies), 1),
-                "load": round(sum(r.load_ms for r in outcome.replies), 1),
-                "prompt_eval": round(sum(r.prompt_ms for r in outcome.replies), 1),
-                "eval": round(sum(r.eval_ms for r in outcome.replies), 1),
-            },
-            "tokens": {
-                "prompt": sum(r.prompt_tokens for r in outcome.replies),
-                "eval": sum(r.eval_tokens for r in outcome.replies),
-            },
-            "calls": len(outcome.replies),
-            **(
-                {"image": {"width": image.width, "height": image.height, "bytes": len(image.data)}}
-                if image
-                else {}
-            ),
-        }
+        return trial.result(rule)
 
     print(json.dumps(asyncio.run(once()), indent=2, ensure_ascii=False))
     return 0

@@ -13,12 +13,15 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 
 from bridge import __version__
+from bridge.config.redact import effective_config
+from bridge.config.rules import RuleBase
 from bridge.config.settings import Config
 from bridge.errors import BackendError
 from bridge.extension import Extension
 from bridge.features import build_features
 from bridge.pipeline.intake import Intake, Submission
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
+from bridge.pipeline.metrics import Metrics, MetricsSource
 from bridge.pipeline.mqtt import Inbound, MqttLink
 from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Outbox, Sink
@@ -55,12 +58,15 @@ class Bridge:
         self._models_calls = -1
         self._models_at = 0.0
         self.extensions: list[Extension] = []
+        self.config_path = config.path
+        self.restart_required: list[str] = []  # changes on disk that wait for a restart (reload)
         # Created in run(): they need the running loop.
         self.link: MqttLink
         self.outbox: Outbox
         self.intake: Intake
         self.runner: Runner
         self.backend: OllamaBackend
+        self.metrics: Metrics
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler on the loop)."""
@@ -93,6 +99,10 @@ class Bridge:
             self.settings,
             clock=self._clock,
         )
+        self.metrics = Metrics(
+            MetricsSource(self.runner, self.intake, self.queue, self.journal, [self.backend])
+        )
+        self.runner.observers.append(self.metrics.job_done)
         self.extensions = build_features(self.config)
         self.runner.extensions = self.extensions
         for extension in self.extensions:
@@ -243,6 +253,20 @@ class Bridge:
         self._routes.append((topic_filter, handler))
         self.link.subscribe(topic_filter, qos)
 
+    def replace_rule(self, rule: RuleBase) -> None:
+        self.rules[rule.name] = rule
+        self.runner.replace_rule(rule)
+
+    def set_restart_required(self, paths: list[str]) -> None:
+        self.restart_required = list(paths)
+        self.send(self.topics.info, self.info_payload(), retain=True)
+
+    def blob(self, digest: str) -> bytes:
+        return self.journal.get_blob(digest)
+
+    def put_blob(self, data: bytes) -> str:
+        return self.journal.put_blob(data)
+
     def submit(self, submission: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
         """Queue a job from any source; `on_durable` runs once it is safe in the journal."""
         return self.intake.submit(submission, on_durable)
@@ -286,9 +310,6 @@ class Bridge:
     def last_done(self, rule: str) -> Job | None:
         return self.journal.last_done(rule)
 
-    def last_image(self, rule: str) -> bytes | None:
-        job = self.journal.last_done(rule, with_image=True)
-        return self.journal.get_blob(job.image) if job is not None and job.image is not None else None
 
     def rule_stats(self, rule: str) -> RuleStats:
         return self.runner.stats[rule]
@@ -364,6 +385,8 @@ class Bridge:
                 for rule in self.rules.values()
             ],
             "models": sorted({rule.model for rule in self.rules.values()}),
+            "config": effective_config(self.settings, self.rules.values()),
+            "restart_required": self.restart_required,
         }
         return json.dumps(info, ensure_ascii=False).encode()
 

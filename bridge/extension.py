@@ -15,7 +15,9 @@ from bridge.config.settings import Settings
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.metrics import Metrics
 from bridge.pipeline.mqtt import Inbound
+from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Sink
 from bridge.pipeline.queue import JobTraits
 from bridge.pipeline.runner import RuleStats
@@ -82,8 +84,6 @@ class Core(Protocol):
     def last_done(self, rule: str) -> Job | None:
         """The rule's last finished job, with its result (for republishing)."""
 
-    def last_image(self, rule: str) -> bytes | None:
-        """The input image of the rule's last finished job that had one, as received."""
 
     def rule_stats(self, rule: str) -> RuleStats:
         """The rule's counters (also on llm2mqtt/bridge/stats)."""
@@ -93,6 +93,30 @@ class Core(Protocol):
 
     async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
         """Ask the backend to load `model` ahead of a job; raises BackendError."""
+
+    @property
+    def backend(self) -> OllamaBackend:
+        """The model server: models, loaded models, pulls."""
+
+    @property
+    def metrics(self) -> Metrics:
+        """The daemon's Prometheus registry and what it reads."""
+
+    @property
+    def config_path(self) -> Path:
+        """The config.yaml the daemon was started with (for a reload)."""
+
+    def replace_rule(self, rule: RuleBase) -> None:
+        """Swap a rule for a changed one of the same name: the next job runs with it."""
+
+    def set_restart_required(self, paths: list[str]) -> None:
+        """Record what a reload could not apply, and republish bridge/info with it."""
+
+    def blob(self, digest: str) -> bytes:
+        """A picture kept in the journal by its hash; KeyError when it is gone."""
+
+    def put_blob(self, data: bytes) -> str:
+        """Keep bytes in the journal once, by content hash; returns the hash."""
 
 
 class Extension:

@@ -9,7 +9,9 @@ def build_features(config: Config) -> list[Extension]:
     features before it have their routers ready)."""
     settings = config.settings
     rules = [rule for rule in config.rules if rule.enabled]
-    features: list[Extension] = []
+    from bridge.control.extension import ControlExtension
+
+    features: list[Extension] = [ControlExtension()]
     if settings.homeassistant.enabled:
         from bridge.homeassistant.extension import HomeAssistantExtension
 
@@ -18,6 +20,10 @@ def build_features(config: Config) -> list[Extension]:
 
     if wants_schedules(rules):
         features.append(CamerasExtension())
+    if any(rule.notify for rule in rules):
+        from bridge.notify.extension import NotifyExtension  # apprise only when sending
+
+        features.append(NotifyExtension())
     from bridge.aws.extension import aws_extensions  # boto3 only when used
 
     features += aws_extensions(settings.aws, rules)

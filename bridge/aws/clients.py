@@ -51,7 +51,9 @@ class AwsClients:
             max_pool_connections=threads + 4,
         )
         self.sqs: Any = session.client("sqs", endpoint_url=settings.endpoint_url, config=config)
-        self.s3: Any = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        # SigV4 for S3 too: pre-signed picture links are then accepted in every region.
+        s3_config = config.merge(botocore.config.Config(signature_version="s3v4"))
+        self.s3: Any = session.client("s3", endpoint_url=settings.endpoint_url, config=s3_config)
         self.sns: Any = session.client("sns", endpoint_url=settings.endpoint_url, config=config)
         self.sqs_calls: Counter[str] = Counter()
         self._lock = threading.Lock()

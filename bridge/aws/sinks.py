@@ -86,11 +86,16 @@ class RetryingSink:
         self._workers = []
 
 
-def sns_publisher(aws: AwsClients) -> Callable[[OutboxMessage], None]:
-    """Publish an SNS row: payload is {"subject", "message", "attributes", "group"}."""
+def sns_publisher(
+    aws: AwsClients, upload: Callable[[dict[str, str]], None] | None = None
+) -> Callable[[OutboxMessage], None]:
+    """Publish an SNS row: payload is {"subject", "message", "attributes", "group"}, and
+    "picture" ({"bucket", "key", "blob"}) when the message links to a picture `upload` puts first."""
 
     def deliver(row: OutboxMessage) -> None:
         body: dict[str, Any] = json.loads(row.payload)
+        if body.get("picture") and upload is not None:
+            upload(body["picture"])
         request: dict[str, Any] = {"TopicArn": row.topic, "Message": body["message"]}
         if body.get("subject"):
             request["Subject"] = body["subject"]
@@ -132,9 +137,10 @@ class SinkExtension(Extension):
         self._context = context
         self._make_sender = make_sender
         self._sink: RetryingSink | None = None
+        self._aws: AwsClients | None = None
 
     async def start(self, core: Core) -> None:
-        aws = await self._context.open()
+        aws = self._aws = await self._context.open()
         self._sink = RetryingSink(self.name, self._make_sender(aws), aws)
         core.add_sink(self.sink_name, self._sink)
 

@@ -6,18 +6,14 @@ Credentials are never configured here: boto3 takes them from its standard chain
 
 import re
 
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, field_validator, model_validator
 
 from bridge.config.base import StrictModel
+from bridge.config.templates import check_condition, check_message_template
 from bridge.config.units import Duration, Size
 
 SNS_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$"
 QUEUE_URL_PATTERN = r"^https?://\S+/\d{12}/[A-Za-z0-9_-]{1,75}(\.fifo)?$"
-
-# Conditions and templates of SNS targets run in a sandbox: they can read values, never code.
-SANDBOX = SandboxedEnvironment(autoescape=False)
 
 
 class AwsSettings(StrictModel):
@@ -45,6 +41,13 @@ class AwsSettings(StrictModel):
         default_factory=list, description="S3 buckets a job may name for its image (nothing else is read)"
     )
     max_image: Size = Field(20_000_000, description="Largest S3 object read as an image")
+    image_bucket: str | None = Field(
+        None, description="Upload each notified job's picture here; SNS messages get a pre-signed link"
+    )
+    image_prefix: str = Field("llm2mqtt/", description="Key prefix of uploaded pictures")
+    image_link_expiry: Duration = Field(
+        7 * 86400, ge=60, le=7 * 86400, description="How long a picture link works (at most 7d)"
+    )
 
     @field_validator("queue_urls")
     @classmethod
@@ -80,19 +83,9 @@ class SnsTarget(StrictModel):
     @field_validator("when")
     @classmethod
     def _condition_compiles(cls, text: str | None) -> str | None:
-        if text is not None:
-            try:
-                SANDBOX.compile_expression(text)
-            except TemplateSyntaxError as exc:
-                raise ValueError(f"condition error: {exc.message}") from None
-        return text
+        return check_condition(text)
 
     @field_validator("subject", "message")
     @classmethod
     def _template_compiles(cls, text: str | None) -> str | None:
-        if text is not None:
-            try:
-                SANDBOX.from_string(text)
-            except TemplateSyntaxError as exc:
-                raise ValueError(f"template error on line {exc.lineno}: {exc.message}") from None
-        return text
+        return check_message_template(text)

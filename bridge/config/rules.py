@@ -9,6 +9,7 @@ from bridge.config.aws import QUEUE_URL_PATTERN, SnsTarget
 from bridge.config.base import StrictModel
 from bridge.config.cameras import ChangeOptions, RuleKind, ScheduleOptions, SnapshotOptions
 from bridge.config.homeassistant import RuleHomeAssistant
+from bridge.config.notify import NotifyTarget
 from bridge.config.templates import compile_template
 from bridge.config.units import Duration
 
@@ -106,6 +107,9 @@ class RuleBase(StrictModel):
     sns: list[SnsTarget] = Field(default_factory=list, description="SNS topics that get this rule's results")
     mirror_to_sqs: str | None = Field(
         None, pattern=QUEUE_URL_PATTERN, description="SQS queue URL that gets each local job's result"
+    )
+    notify: list[NotifyTarget] = Field(
+        default_factory=list, description="Apprise URLs told about results, with the picture"
     )
     homeassistant: RuleHomeAssistant = Field(
         default_factory=RuleHomeAssistant, description="How the rule appears in Home Assistant"

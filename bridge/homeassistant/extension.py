@@ -98,20 +98,19 @@ class HomeAssistantExtension(Extension):
         """The last image of each rule and (`states`) its last result, from the journal."""
         core = self.core
         for rule in core.rules.values():
-            data = core.last_image(rule.name) if rule.homeassistant.enabled else None
-            if data is not None:
+            last = core.last_done(rule.name)
+            if last is None or last.result is None:
+                continue
+            if rule.homeassistant.enabled and last.image is not None:
                 spec = image_spec(rule, core.settings.limits)
                 try:
-                    image = await asyncio.to_thread(prepare_image, data, spec)
+                    image = await asyncio.to_thread(prepare_image, core.blob(last.image), spec)
                 except Exception as exc:  # one unreadable image must not stop the others
                     log.warning("%s: last image not republished: %s", rule.name, exc)
                 else:
                     core.send(self._image_topic(rule.name), image.data, qos=1, retain=True)
             if not states or not rule.outputs.retain:
                 continue  # not retained by choice: repeating it would look like a new answer
-            last = core.last_done(rule.name)
-            if last is None or last.result is None:
-                continue
             core.send(core.topics.result(rule.name), dumps(last.result), qos=1, retain=True)
             state = last.result.get("state")
             if rule.outputs.state and state is not None:

@@ -3,6 +3,7 @@
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,8 @@ class Intake:
         self._settings = settings
         self._clock = clock
         self.counts = {"queued": 0, "rejected": 0, "duplicate": 0}
+        self.duplicates: Counter[str] = Counter()  # per rule, for /metrics
+        self.rejected: Counter[str] = Counter()  # per rule ("unknown" for a rule that does not exist)
 
     def submit(self, sub: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
         """Record the submission; `on_durable` runs once it is safe to acknowledge.
@@ -102,6 +105,7 @@ class Intake:
         )
         if duplicate is not None:
             self.counts["duplicate"] += 1
+            self.duplicates[rule.name] += 1
             log.info("%s: input from %s duplicates job %s; not run again", rule.name, sub.source, duplicate)
             self._outbox.add(
                 [event(self._topics, "job_skipped", duplicate, rule.name, now, reason="duplicate")]
@@ -143,6 +147,7 @@ class Intake:
     def _reject(self, sub: Submission, job_id: str, error: str, now: float) -> None:
         """A bad input is recorded as a failed job and reported; it is never silently dropped."""
         self.counts["rejected"] += 1
+        self.rejected[sub.rule if sub.rule in self._rules else "unknown"] += 1
         summary = {"source": sub.source, **(summarize(sub.payload) if sub.payload is not None else {})}
         log.warning("%s: rejected input from %s: %s", sub.rule, sub.source, error)
         job = Job(

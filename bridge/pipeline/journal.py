@@ -366,12 +366,11 @@ class Journal:
         """Outbox rows of this job not yet delivered."""
         return int(self._db.execute("SELECT count(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0])
 
-    def last_done(self, rule: str, *, with_image: bool = False) -> Job | None:
-        """The rule's most recently finished successful job (with an image of its own, if asked)."""
-        image = " AND image IS NOT NULL" if with_image else ""
+    def last_done(self, rule: str) -> Job | None:
+        """The rule's most recently finished successful job."""
         row = self._db.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
-            f"{image} ORDER BY finished DESC LIMIT 1",
+            " ORDER BY finished DESC LIMIT 1",
             (rule,),
         ).fetchone()
         return job_from_row(row) if row else None

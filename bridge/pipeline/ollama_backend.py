@@ -8,7 +8,7 @@ faults worth retrying, and errors a person can act on.
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ class OllamaBackend:
         self._sleep = sleep
         self.in_flight = 0
         self.calls = 0
+        self.reachable: bool | None = None  # None until the first request says
 
     async def chat(
         self,
@@ -84,13 +85,17 @@ class OllamaBackend:
         delay = self.settings.retry_backoff
         for attempt in range(self.settings.retries + 1):
             try:
-                return await call()
+                reply = await call()
             except BackendUnavailable as exc:
                 if attempt == self.settings.retries or not exc.retry_now:
+                    self.reachable = False
                     raise
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
                 delay *= 2
+            else:
+                self.reachable = True
+                return reply
         raise AssertionError("unreachable")
 
     async def _chat_once(
@@ -178,8 +183,21 @@ class OllamaBackend:
         try:
             running = await self._client.ps()
         except ConnectionError:
+            self.reachable = False
             raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        self.reachable = True
         return [m.model for m in running.models if m.model]
+
+    async def pull(self, model: str) -> AsyncIterator[dict[str, Any]]:
+        """Pull `model` (`/api/pull`), yielding Ollama's progress lines (status, completed, total)."""
+        try:
+            stream = await self._client.pull(model, stream=True)
+            async for part in stream:
+                yield part.model_dump(exclude_none=True)
+        except ConnectionError:
+            raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
+        except ollama.ResponseError as exc:
+            raise BackendError(f"Ollama could not pull {model!r}: {exc.error}") from None
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own

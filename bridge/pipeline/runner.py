@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ class RuleStats:
     checks: int = 0  # snapshots checked (scheduled, /check, or a state rule's input)
     unchanged: int = 0  # checks skipped because the picture had not changed
     superseded: int = 0  # waiting snapshots replaced by a newer one
+    skipped: Counter[str] = field(default_factory=Counter)  # by reason: paused, unchanged, …
 
     def as_dict(self) -> dict[str, Any]:
         mean = self.model_ms / self.model_calls if self.model_calls else None
@@ -97,6 +99,11 @@ class Runner:
         self.stats: dict[str, RuleStats] = {name: RuleStats() for name in rules}
         self.running: set[str] = set()
         self.extensions: Sequence[JobHooks] = ()
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []  # rule, result of each done job
+
+    def replace_rule(self, rule: RuleBase) -> None:
+        """Use a changed rule (same name) from the next job on."""
+        self._handlers[rule.name] = handler_for(rule)
 
     async def run(self, job_id: str) -> None:
         """Run one job to an outcome: done, failed, dead, or back in the queue."""
@@ -198,6 +205,8 @@ class Runner:
         if outcome.image is not None:
             result["image"] = {"width": outcome.image.width, "height": outcome.image.height}
         self.stats[rule.name].done += 1
+        for observe in self.observers:
+            observe(rule.name, result)
         # An extension that tracks the rule's confirmed state publishes the state topic itself.
         owned = any(extension.owns_state(rule) for extension in self.extensions)
         state = None if owned else outcome.answer.state
@@ -210,6 +219,8 @@ class Runner:
     def _skip(self, job: Job, reason: str) -> None:
         now = self._clock()
         log.debug("%s: job %s skipped: %s", job.rule, job.id, reason)
+        if job.rule in self.stats:
+            self.stats[job.rule].skipped[reason.split(" ", 1)[0]] += 1  # "unchanged (distance 2)"
         messages = [event(self._topics, "job_skipped", job.id, job.rule, now, reason=reason)]
         self._journal.finish(job.id, "skipped", error=reason, messages=messages)
         self._outbox.notify()

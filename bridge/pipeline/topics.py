@@ -30,6 +30,21 @@ class Topics:
         return f"{self.base}/bridge/models"
 
     @property
+    def request_filter(self) -> str:
+        return f"{self.base}/bridge/request/#"
+
+    def request(self, name: str) -> str:
+        return f"{self.base}/bridge/request/{name}"
+
+    def response(self, name: str) -> str:
+        return f"{self.base}/bridge/response/{name}"
+
+    def request_name(self, topic: str) -> str | None:
+        """The request named by `<base>/bridge/request/<name>` (name may have levels), or None."""
+        prefix = f"{self.base}/bridge/request/"
+        return topic[len(prefix) :] or None if topic.startswith(prefix) else None
+
+    @property
     def run_filter(self) -> str:
         return f"{self.base}/+/run"
 

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from bridge import __version__
 from bridge.config.http import HttpSettings
 from bridge.extension import Core, Extension
+from bridge.web.metrics import metrics_router
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class WebExtension(Extension):
         for provider in self._providers:
             for router in provider.routers():
                 self.include_router(router)
+        self.include_router(metrics_router(core.metrics.registry))
         # Bound here, so a port in use stops the daemon with a clear error instead of an exit
         # deep inside uvicorn.
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET

@@ -245,6 +245,9 @@ class OllamaStandin:
         self.latency, self.load_delay, self.max_queue = latency, load_delay, max_queue
         self.host, self.port = host, port
         self.responder: Responder | None = None
+        # Names /api/pull can fetch; None: any name (a pull then adds it to ``models``).
+        self.registry: set[str] | None = None
+        self.pull_steps = 4  # progress lines per pulled layer
         self.requests: list[ChatRequest] = []
         self.peak_concurrency = 0
         self._parallel, self._running, self._waiting = max(1, parallel), 0, 0
@@ -534,7 +537,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"404 page not found", "text/plain")
 
     def do_POST(self) -> None:
-        """Serve /api/chat, /api/generate, /api/embed and /api/show."""
+        """Serve /api/chat, /api/generate, /api/embed, /api/show and /api/pull."""
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # drain first: keep-alive
         path = self.path.split("?")[0]
         routes: dict[str, Callable[[JSON], None]] = {
@@ -542,6 +545,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/generate": lambda b: self._generate(b, "generate"),
             "/api/embed": self._embed,
             "/api/show": self._show,
+            "/api/pull": self._pull,
         }
         if path not in routes:
             self._send(404, b"404 page not found", "text/plain")
@@ -582,6 +586,50 @@ class _Handler(BaseHTTPRequestHandler):
                 "modified_at": _iso(),
             },
         )
+
+    def _pull(self, body: JSON) -> None:
+        """Stream a pull as Ollama does: manifest, layer progress, verify, write, success."""
+        sd, name = self.server.standin, body.get("model") or body.get("name")
+        if not isinstance(name, str) or not name:
+            raise _HTTPError(400, "model is required")
+        known = sd.registry is None or normalize(name) in {normalize(m) for m in sd.registry}
+        stream = body.get("stream") is not False
+        if not stream:
+            if not known:
+                raise _HTTPError(500, "pull model manifest: file does not exist")
+            sd._sleep(sd.latency)
+            with sd._lock:
+                sd.models.add(normalize(name))
+            self._json(200, {"status": "success"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._chunk({"status": "pulling manifest"})
+        if not known:  # after the stream began, an error is a line, as from the real server
+            self._chunk({"error": "pull model manifest: file does not exist"})
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        meta = model_meta(name)
+        digest, total = f"sha256:{meta['digest']}", meta["size"]
+        for step in range(sd.pull_steps + 1):
+            completed = total * step // sd.pull_steps
+            self._chunk(
+                {
+                    "status": f"pulling {meta['digest'][:12]}",
+                    "digest": digest,
+                    "total": total,
+                    "completed": completed,
+                }
+            )
+            sd._sleep(sd.latency / max(1, sd.pull_steps))
+        for status in ("verifying sha256 digest", "writing manifest"):
+            self._chunk({"status": status})
+        with sd._lock:
+            sd.models.add(normalize(name))
+        self._chunk({"status": "success"})
+        self.wfile.write(b"0\r\n\r\n")
 
     def _embed(self, body: JSON) -> None:
         sd, start, name = self.server.standin, time.monotonic_ns(), self._model(body)

@@ -1,0 +1,1 @@
+"""Notifications with the picture, through Apprise (ntfy, Pushover, Telegram, e-mail, …)."""

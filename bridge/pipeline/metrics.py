@@ -1,0 +1,153 @@
+"""Prometheus metrics of one daemon, in a registry of its own (served on /metrics by the web server).
+
+Counters that the pipeline keeps anyway (jobs, model calls, skips) are read when scraped;
+the latency histograms and token counters are fed as jobs finish.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bridge import __version__
+from bridge.pipeline.intake import Intake
+from bridge.pipeline.journal import Journal
+from bridge.pipeline.ollama_backend import OllamaBackend
+from bridge.pipeline.queue import JobQueue
+from bridge.pipeline.runner import Runner
+
+# Seconds; a home GPU answers in tenths of a second to a minute.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True)
+class MetricsSource:
+    """The parts of the daemon a scrape reads."""
+
+    runner: Runner
+    intake: Intake
+    queue: JobQueue
+    journal: Journal
+    backends: Sequence[OllamaBackend]
+
+
+class Metrics:
+    """The daemon's registry; the runner tells it about every finished job."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self.registry = CollectorRegistry()
+        self._source = source
+        labels = ["rule"]
+        self.queue_seconds = Histogram(
+            "llm2mqtt_queue_seconds",
+            "Time a job waited before it ran",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_seconds = Histogram(
+            "llm2mqtt_model_seconds",
+            "Time spent in model calls per job (all calls, re-asks included)",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "llm2mqtt_job_seconds",
+            "Receipt of an input to its result",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "llm2mqtt_tokens", "Tokens of finished jobs", ["rule", "kind"], registry=self.registry
+        )
+        self.registry.register(_Snapshot(source))
+
+    def job_done(self, rule: str, result: dict[str, Any]) -> None:
+        """Observe a finished job's latencies and tokens (from its result)."""
+        timings, tokens = result.get("timings", {}), result.get("tokens", {})
+        self.queue_seconds.labels(rule).observe(timings.get("queued", 0.0) / 1000)
+        self.model_seconds.labels(rule).observe(timings.get("llm", 0.0) / 1000)
+        self.job_seconds.labels(rule).observe(timings.get("total", 0.0) / 1000)
+        for kind in ("prompt", "eval"):
+            self.tokens.labels(rule, kind).inc(tokens.get(kind, 0))
+
+
+class _Snapshot(Collector):
+    """Reads the daemon's own counters and gauges at scrape time."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source
+        info = GaugeMetricFamily("llm2mqtt_build_info", "The running version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield from self._per_rule()
+        yield GaugeMetricFamily("llm2mqtt_queue_depth", "Jobs waiting to run", value=len(source.queue))
+        yield GaugeMetricFamily("llm2mqtt_jobs_running", "Jobs running now", value=len(source.runner.running))
+        yield GaugeMetricFamily(
+            "llm2mqtt_outbox_backlog", "Messages waiting for delivery", value=source.journal.outbox_size()
+        )
+        in_flight = GaugeMetricFamily(
+            "llm2mqtt_backend_in_flight", "Model requests in flight", labels=["backend"]
+        )
+        up = GaugeMetricFamily(
+            "llm2mqtt_backend_up",
+            "1 when the backend answered its last request, 0 when not",
+            labels=["backend"],
+        )
+        for backend in source.backends:
+            url = _without_userinfo(backend.url)
+            in_flight.add_metric([url], backend.in_flight)
+            if backend.reachable is not None:
+                up.add_metric([url], int(backend.reachable))
+        yield in_flight
+        yield up
+        files = [source.journal.path, Path(f"{source.journal.path}-wal")]
+        size = sum(path.stat().st_size for path in files if path.exists())
+        yield GaugeMetricFamily(
+            "llm2mqtt_journal_bytes", "Size of the journal database and its WAL", value=size
+        )
+        by_state = GaugeMetricFamily("llm2mqtt_journal_jobs", "Jobs kept in the journal", labels=["state"])
+        for state, count in sorted(source.journal.counts().items()):
+            by_state.add_metric([state], count)
+        yield by_state
+
+    def _per_rule(self) -> Iterator[Metric]:
+        jobs = CounterMetricFamily(
+            "llm2mqtt_jobs",
+            "Jobs by outcome: done, failed (in the run), rejected (bad input)",
+            labels=["rule", "outcome"],
+        )
+        calls = CounterMetricFamily("llm2mqtt_model_calls", "Model calls (re-asks included)", labels=["rule"])
+        skips = CounterMetricFamily(
+            "llm2mqtt_skips", "Inputs not sent to the model, by reason", labels=["rule", "reason"]
+        )
+        duplicates, rejected = self._source.intake.duplicates, self._source.intake.rejected
+        for rule in sorted(rejected.keys() - self._source.runner.stats.keys()):
+            jobs.add_metric([rule, "rejected"], rejected[rule])  # a run topic of an unknown rule
+        for rule, stats in sorted(self._source.runner.stats.items()):
+            jobs.add_metric([rule, "done"], stats.done)
+            jobs.add_metric([rule, "failed"], stats.failed)
+            jobs.add_metric([rule, "rejected"], rejected[rule])
+            calls.add_metric([rule], stats.model_calls)
+            reasons = {**stats.skipped, "superseded": stats.superseded, "duplicate": duplicates[rule]}
+            for reason, count in sorted(reasons.items()):
+                skips.add_metric([rule, reason], count)
+        yield jobs
+        yield calls
+        yield skips
+
+
+def _without_userinfo(url: str) -> str:
+    """A label never carries a password: any user:password@ part removed."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
