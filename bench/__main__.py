@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import compare, images_bench, schedule_bench, spine, sqs_bench, todo_bench
+from bench import compare, floods, images_bench, schedule_bench, spine, sqs_bench, todo_bench, web_bench
 from bench.common import env_note
 
 
@@ -34,6 +34,10 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "schedule": schedule_bench.schedule,
     "sqs": lambda quick: sqs_bench.bench_sqs(jobs=60 if quick else 300),
     "todo": todo_bench.bench_todo,
+    "web": web_bench.bench_web,
+    "burst": lambda quick: floods.burst(jobs=2000 if quick else 10_000),
+    "burst_receive_max_20": lambda quick: floods.burst(jobs=2000 if quick else 10_000, receive_maximum=20),
+    "durability": lambda quick: floods.durability(*((300, 5, 150) if quick else (1000, 5, 500))),
 }
 
 

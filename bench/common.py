@@ -87,19 +87,27 @@ class Client:
 
 @contextmanager
 def stack(
-    rules: list[dict[str, Any]], *, parallel: int = 1, latency: float = 0.0, **settings: Any
+    rules: list[dict[str, Any]],
+    *,
+    parallel: int = 1,
+    latency: float = 0.0,
+    default_broker: bool = False,
+    mqtt: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[tuple[Mosquitto, OllamaStandin, Daemon]]:
-    """A broker, the stand-in and a daemon, all fresh, in a temporary folder."""
+    """A broker, the stand-in and a daemon, all fresh, in a temporary folder.
+
+    `default_broker`: Mosquitto with its own default limits; `mqtt`: more keys for `mqtt:`."""
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-bench-") as tmp:
         folder = Path(tmp)
-        broker = Mosquitto(folder / "mosquitto")
+        broker = Mosquitto(folder / "mosquitto", defaults=default_broker)
         broker.start()
         standin = OllamaStandin(parallel=parallel, latency=latency, max_queue=100_000).start()
         (folder / "rules").mkdir()
         for rule in rules:
             (folder / "rules" / f"{rule['name']}.yaml").write_text(yaml.safe_dump(rule))
         config: dict[str, Any] = {
-            "mqtt": {"url": broker.url, "client_id": "llm2mqtt-bench"},
+            "mqtt": {"url": broker.url, "client_id": "llm2mqtt-bench", **(mqtt or {})},
             "ollama": {"url": standin.url, "parallel": parallel, "timeout": 600},
             "journal": {"dedupe_window": 0},
             "log_level": "warning",

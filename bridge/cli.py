@@ -1,36 +1,33 @@
-"""The `llm2mqtt` command: run, check, try, eval, schema."""
+"""The `llm2mqtt` command: run, check, try, eval, schema, health.
+
+Each command imports what it needs when it runs: `--version` and `--help` stay as quick as
+Python itself starts (no pydantic, paho, ollama or Pillow).
+"""
 
 import argparse
-import asyncio
 import json
-import logging
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
-from bridge.config.loader import ENV_CONFIG, json_schema, load_config
-from bridge.config.settings import Config
-from bridge.errors import ConfigError, Llm2MqttError
-from bridge.pipeline.images import ImageError
-from bridge.pipeline.ollama_backend import OllamaBackend, has_model
-from bridge.pipeline.trial import prepare, run_trial
-from handlers import handler_for
+
+if TYPE_CHECKING:
+    from bridge.config.settings import Config
 
 EXIT_INVALID = 2
+SCHEMA_FILES = {"config": "config.schema.json", "rule": "rule.schema.json"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "schema":
-        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
-        return 0
+        return _schema(args)
+    from bridge.config.loader import load_config
+    from bridge.errors import ConfigError, Llm2MqttError
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -38,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found; nothing was started.", file=sys.stderr)
         return EXIT_INVALID
-    command = {"run": _run, "check": _check, "try": _try, "eval": _eval}[args.command]
+    command = {"run": _run, "check": _check, "try": _try, "eval": _eval, "health": _health}[args.command]
     try:
         return command(config, args)
     except Llm2MqttError as exc:
@@ -47,18 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help=f"config file (default: ${ENV_CONFIG} or ./config.yaml)",
-    )
+    config_help = "config file (default: $LLM2MQTT_CONFIG or ./config.yaml)"
     parser = argparse.ArgumentParser(
-        prog="llm2mqtt", description="A home Ollama server as a job engine for MQTT.", parents=[common]
+        prog="llm2mqtt", description="A home Ollama server as a job engine for MQTT."
     )
+    parser.add_argument("-c", "--config", type=Path, default=None, help=config_help)
     parser.add_argument("--version", action="version", version=f"llm2mqtt {__version__}")
+    # `-c` is taken after the command too; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", parents=[common], help="run the daemon")
     check = commands.add_parser("check", parents=[common], help="validate config and rules")
@@ -70,7 +64,25 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--text", help="a text input")
     evaluate = commands.add_parser("eval", parents=[common], help="measure a rule on a labelled set")
     _eval_arguments(evaluate)
-    commands.add_parser("schema", parents=[common], help="print the JSON Schema of config and rules")
+    # No `-c` here: the schema is the same for every config, and `--config` names the target.
+    schema = commands.add_parser("schema", help="JSON Schema of config.yaml and of a rule file, for editors")
+    target = schema.add_mutually_exclusive_group()
+    target.add_argument(
+        "--config", dest="target", action="store_const", const="config", help="the schema of config.yaml"
+    )
+    target.add_argument(
+        "--rule",
+        dest="target",
+        action="store_const",
+        const="rule",
+        help="the schema of a rule file (one rule or a list of rules)",
+    )
+    target.add_argument(
+        "--out", type=Path, metavar="DIR", help=f"write both ({', '.join(SCHEMA_FILES.values())}) into DIR"
+    )
+    commands.add_parser(
+        "health", parents=[common], help="exit 0 when the running daemon's heartbeat is fresh, else 1"
+    )
     return parser
 
 
@@ -100,13 +112,39 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", default="7d", help="with --from-journal: how far back (default 7d)")
 
 
-def _eval(config: Config, args: argparse.Namespace) -> int:
+def _eval(config: "Config", args: argparse.Namespace) -> int:
     from bridge.eval.command import run  # a tool above the pipeline: loaded only when used
 
     return run(config, args)
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from bridge.config.loader import combined_schema, config_schema, rule_file_schema
+
+    documents = {"config": config_schema, "rule": rule_file_schema}
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for target, file_name in SCHEMA_FILES.items():
+            path = args.out / file_name
+            path.write_text(json.dumps(documents[target](), indent=2, ensure_ascii=False) + "\n")
+            print(path)
+        return 0
+    document = documents[args.target]() if args.target else combined_schema()
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _health(config: "Config", args: argparse.Namespace) -> int:
+    from bridge.pipeline import heartbeat
+
+    alive, message = heartbeat.verdict(config.data_dir / heartbeat.FILE_NAME, time.time())
+    print(message, file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
+
+
 def _setup_logging(level: str) -> None:
+    import logging
+
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -114,7 +152,10 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _run(config: Config, args: argparse.Namespace) -> int:
+def _run(config: "Config", args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from bridge.daemon import Bridge
 
     _setup_logging(config.settings.log_level)
@@ -130,15 +171,22 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(config: Config, args: argparse.Namespace) -> int:
+def _check(config: "Config", args: argparse.Namespace) -> int:
     rules = config.rules
     print(f"{config.path}: valid; {len(rules)} rule(s): {', '.join(r.name for r in rules) or 'none'}")
     if not args.live:
         return 0
-    problems = _check_broker(config) + asyncio.run(_check_ollama(config))
     from bridge.aws.check import aws_problems  # boto3 is imported only when checking
+    from bridge.live_check import run_checks
 
-    problems += aws_problems(config.settings.aws, config.rules)
+    report = run_checks(config, print)
+    problems = report.problems
+    try:
+        problems += aws_problems(config.settings.aws, config.rules)
+    except Exception as exc:
+        problems.append(f"checking AWS failed: {type(exc).__name__}: {exc}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
@@ -147,51 +195,15 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_broker(config: Config) -> list[str]:
-    mqtt = config.settings.mqtt
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{mqtt.client_id}-check")
-    user, password = mqtt.credentials()
-    if user is not None:
-        client.username_pw_set(user, password)
-    if mqtt.use_tls:
-        client.tls_set(ca_certs=mqtt.tls.ca_certs if mqtt.tls else None)
-    outcome: dict[str, Any] = {}
-    client.on_connect = lambda c, u, f, reason, p: outcome.setdefault("reason", reason)
-    try:
-        client.connect(mqtt.host, mqtt.port, keepalive=10)
-    except OSError as exc:
-        return [f"cannot reach the broker at {mqtt.safe_url()}: {exc}"]
-    deadline = time.monotonic() + 5
-    while "reason" not in outcome and time.monotonic() < deadline:
-        client.loop(timeout=0.1)
-    client.disconnect()
-    reason = outcome.get("reason")
-    if reason is None:
-        return [f"the broker at {mqtt.safe_url()} did not answer the connection within 5s"]
-    if reason.is_failure:
-        return [f"the broker at {mqtt.safe_url()} refused the connection: {reason}"]
-    print(f"broker at {mqtt.safe_url()}: connected")
-    return []
+def _try(config: "Config", args: argparse.Namespace) -> int:
+    import asyncio
 
+    from bridge.pipeline.images import ImageError
+    from bridge.pipeline.ollama_backend import OllamaBackend
+    from bridge.pipeline.payloads import accepts_problem
+    from bridge.pipeline.trial import prepare, run_trial
+    from handlers import handler_for
 
-async def _check_ollama(config: Config) -> list[str]:
-    backend = OllamaBackend(config.settings.ollama)
-    try:
-        pulled = await backend.models()
-    except Llm2MqttError as exc:
-        return [str(exc)]
-    finally:
-        await backend.close()
-    print(f"Ollama at {backend.url}: {len(pulled)} model(s) pulled")
-    return [
-        f"{config.rule_files.get(rule.name, '?')}: model: '{rule.model}' is not pulled; "
-        f"run `ollama pull {rule.model}`"
-        for rule in config.rules
-        if not has_model(pulled, rule.model)
-    ]
-
-
-def _try(config: Config, args: argparse.Namespace) -> int:
     rule = config.rule(args.rule)
     if rule is None:
         known = ", ".join(r.name for r in config.rules) or "none"
@@ -207,6 +219,11 @@ def _try(config: Config, args: argparse.Namespace) -> int:
         except ImageError as exc:
             print(f"error: {args.image}: {exc}", file=sys.stderr)
             return EXIT_INVALID
+
+    problem = accepts_problem(rule.accepted, has_image=image is not None, has_text=args.text is not None)
+    if problem:
+        print(f"error: {rule.name}: {problem}", file=sys.stderr)
+        return EXIT_INVALID
 
     async def once() -> dict[str, Any]:
         backend = OllamaBackend(config.settings.ollama)

@@ -19,6 +19,7 @@ from bridge.config.settings import Config
 from bridge.errors import BackendError
 from bridge.extension import Extension
 from bridge.features import build_features
+from bridge.pipeline import heartbeat
 from bridge.pipeline.intake import Intake, Submission
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
 from bridge.pipeline.metrics import Metrics, MetricsSource
@@ -85,6 +86,7 @@ class Bridge:
             info=self.info_payload,
         )
         self.outbox = Outbox(self.journal, self.link, loop=loop)
+        self.tap_outbox, self.broker_connected = self.journal.tap_messages, lambda: self.link.connected
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock
         )
@@ -121,6 +123,7 @@ class Bridge:
             for i in range(self.settings.ollama.parallel)
         ]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        alive = heartbeat.start(self.data_dir, lambda: {"mqtt": self.link.connected, "load": self.load()})
         log.info(
             "llm2mqtt %s running: %d rule(s), Ollama at %s (parallel %d)",
             __version__,
@@ -131,6 +134,7 @@ class Bridge:
         try:
             await self._stop.wait()
         finally:
+            await heartbeat.stop(alive)
             await self._shutdown(workers, housekeeping)
 
     def _resume(self) -> int:

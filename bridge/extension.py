@@ -94,6 +94,15 @@ class Core(Protocol):
     async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
         """Ask the backend to load `model` ahead of a job; raises BackendError."""
 
+    def tap_outbox(self, tap: Callable[[list[OutboxMessage]], None]) -> None:
+        """Show `tap` every outbox message once it is committed, in order (the web's live view)."""
+
+    def broker_connected(self) -> bool:
+        """Whether the broker link is up now."""
+
+    def stats_payload(self) -> dict[str, Any]:
+        """What llm2mqtt/bridge/stats says: queue depth, running jobs, per-rule counters."""
+
     @property
     def backend(self) -> OllamaBackend:
         """The model server: models, loaded models, pulls."""

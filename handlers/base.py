@@ -48,6 +48,11 @@ class Handler(Generic[R]):
         """JSON Schema of the answer; sent to Ollama as `format`."""
         raise NotImplementedError
 
+    def answer_schema(self) -> dict[str, Any]:
+        """The schema an answer is checked against; `schema()` unless a handler repairs some
+        misfits itself (the grammar Ollama enforces is then stricter than the check)."""
+        return self.schema()
+
     def interpret(self, answer: dict[str, Any]) -> Answer:
         """Turn a schema-valid answer into result fields and a state value."""
         raise NotImplementedError
@@ -108,7 +113,7 @@ class Handler(Generic[R]):
     @functools.cached_property
     def _validator(self) -> jsonschema.protocols.Validator:
         # Built once per rule: checking the schema itself on every answer costs more than the answer.
-        schema = self.schema()
+        schema = self.answer_schema()
         return jsonschema.validators.validator_for(schema)(schema)
 
 

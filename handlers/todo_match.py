@@ -13,6 +13,8 @@ from bridge.config.handler_rules import TodoMatchRule
 from bridge.errors import AnswerError
 from handlers.base import Answer, Handler, PromptInput, confidence_property
 
+# A date or nothing: sent to Ollama, whose grammar then lets the model write nothing else.
+DUE_PATTERN = r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"
 ACTIONS = ("create", "update", "complete", "none")
 
 INSTRUCTION = """You keep a household Todo list. A note arrives; decide what it means for the list.
@@ -55,12 +57,19 @@ class TodoMatchHandler(Handler[TodoMatchRule]):
                 "uid": {"type": "string", "maxLength": 64},
                 "title": {"type": "string", "minLength": 1, "maxLength": 200},
                 "genre": {"type": "string", "enum": list(self.rule.genres)},
-                "due": {"type": "string", "maxLength": 32},
+                "due": {"type": "string", "pattern": DUE_PATTERN},
                 "confidence": confidence_property(),
                 "reason": {"type": "string", "maxLength": 300},
             },
             "required": ["action", "uid", "title", "genre", "due", "confidence", "reason"],
         }
+
+    def answer_schema(self) -> dict[str, Any]:
+        # A due date that is not one (a model without grammar support, "2026-02-30") is dropped
+        # with a warning in `interpret` rather than failing the note.
+        schema = self.schema()
+        schema["properties"]["due"] = {"type": "string", "maxLength": 200}
+        return schema
 
     def messages(self, job: PromptInput, *, correction: str | None = None) -> list[dict[str, Any]]:
         messages = super().messages(job, correction=correction)
@@ -72,11 +81,15 @@ class TodoMatchHandler(Handler[TodoMatchRule]):
 
     def interpret(self, answer: dict[str, Any]) -> Answer:
         due = answer["due"].strip() or None
+        warnings = []
         if due is not None:
             try:
                 due = datetime.date.fromisoformat(due).isoformat()
             except ValueError:
-                raise AnswerError(f"due: {due!r} is not a date (YYYY-MM-DD)") from None
+                warnings.append(
+                    f"due: {due[:40]!r} is not a date (YYYY-MM-DD); the note was applied without it"
+                )
+                due = None
         fields = {
             "action": answer["action"],
             "uid": answer["uid"].strip() or None,
@@ -88,4 +101,6 @@ class TodoMatchHandler(Handler[TodoMatchRule]):
         }
         if not fields["title"]:
             raise AnswerError("title: must not be blank")
+        if warnings:
+            fields["warnings"] = warnings
         return Answer(fields=fields, state=answer["action"])

@@ -74,6 +74,8 @@ def parse_job_message(body: str) -> SqsJob:
         raise InputError(
             f"message body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except (RecursionError, ValueError):  # nested too deep for the parser; a 5,000-digit integer
+        raise InputError("message body is JSON nested too deeply or with a number too large") from None
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the message"

@@ -21,6 +21,7 @@ from bridge.config.settings import Config, Settings
 from bridge.errors import ConfigError
 
 ENV_CONFIG = "LLM2MQTT_CONFIG"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ENV_OVERRIDES = {
     "LLM2MQTT_MQTT_URL": ("mqtt", "url"),
     "LLM2MQTT_OLLAMA_URL": ("ollama", "url"),
@@ -282,15 +283,41 @@ def _set_path(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
     data[keys[-1]] = value
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of config.yaml and of a rule file, for editors."""
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of config.yaml: one document a standard validator or an editor can use."""
     return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "llm2mqtt config.yaml",
+        **Settings.model_json_schema(by_alias=True),
+    }
+
+
+def rule_file_schema() -> dict[str, Any]:
+    """JSON Schema of a rule file: one rule, or a list of rules."""
+    rule = rule_adapter().json_schema(by_alias=True)
+    definitions = rule.pop("$defs", {})
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "llm2mqtt rule file",
+        "description": "One rule, or a list of rules; `handler` decides which other keys a rule has.",
+        "anyOf": [{"$ref": "#/$defs/rule"}, {"type": "array", "items": {"$ref": "#/$defs/rule"}}],
+        "$defs": {**definitions, "rule": rule},
+    }
+
+
+def combined_schema() -> dict[str, Any]:
+    """Both documents in one: `#/$defs/config` for config.yaml, `#/$defs/rule_file` for a rule file."""
+    config, rules = config_schema(), rule_file_schema()
+    definitions: dict[str, Any] = dict(config.pop("$defs", {}))
+    for name, definition in rules.pop("$defs").items():
+        if definitions.setdefault(name, definition) != definition:
+            raise RuntimeError(f"config and rule schemas define {name!r} differently")
+    for document in (config, rules):
+        del document["$schema"]
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
         "title": "llm2mqtt",
-        "$defs": {
-            "config": Settings.model_json_schema(),
-            "rule": rule_adapter().json_schema(by_alias=True),
-        },
-        "description": "config.yaml follows #/$defs/config; each rules/*.yaml follows "
-        "#/$defs/rule (or is a list of them).",
+        "description": "config.yaml follows #/$defs/config; each rules/*.yaml follows #/$defs/rule_file "
+        "(one #/$defs/rule or a list of them).",
+        "$defs": {**definitions, "config": config, "rule_file": rules},
     }

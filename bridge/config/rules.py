@@ -82,6 +82,11 @@ class RuleBase(StrictModel):
     description: str | None = None
     enabled: bool = True
     inputs: list[MqttInput] = Field(default_factory=list, description="Where jobs come from")
+    accepts: Literal["image", "text", "any"] | None = Field(
+        None,
+        description="What the rule's inputs may carry: image, text or any; anything else is refused"
+        " with an error (default: image for a rule with an image: or snapshot: section, else any)",
+    )
     image: ImageOptions = Field(default_factory=ImageOptions)
     outputs: Outputs = Field(default_factory=Outputs)
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first when jobs wait for the model")
@@ -114,6 +119,13 @@ class RuleBase(StrictModel):
     homeassistant: RuleHomeAssistant = Field(
         default_factory=RuleHomeAssistant, description="How the rule appears in Home Assistant"
     )
+
+    @property
+    def accepted(self) -> Literal["image", "text", "any"]:
+        """What the rule takes, with the default filled in."""
+        if self.accepts is not None:
+            return self.accepts
+        return "image" if "image" in self.model_fields_set or self.snapshot is not None else "any"
 
     @field_validator("prompt", "system")
     @classmethod

@@ -42,6 +42,13 @@ class MqttSettings(StrictModel):
         7 * 86400, description="MQTT 5: how long the broker keeps our session while we are away"
     )
     reconnect_max: Duration = Field(60, description="Longest wait between reconnect attempts")
+    receive_maximum: int = Field(
+        65535,
+        ge=1,
+        le=65535,
+        description="MQTT 5: how many unacknowledged QoS 1 inputs the broker may send at once;"
+        " past its own queue limit (Mosquitto: max_queued_messages) a broker drops the rest",
+    )
     tls: TlsSettings | None = None
 
     @field_validator("protocol", mode="before")
@@ -116,6 +123,10 @@ class JournalSettings(StrictModel):
     synchronous: Literal["full", "normal"] = Field(
         "full", description="full: durable across power loss; normal: across crashes only"
     )
+    max_size: Size = Field(
+        1_000_000_000,
+        description="Largest journal; beyond it (after pruning) new input is refused with an error",
+    )
 
 
 class LimitsSettings(StrictModel):
@@ -124,6 +135,9 @@ class LimitsSettings(StrictModel):
     max_payload: Size = Field(20_000_000, description="Largest accepted payload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Larger images are refused")
     max_text: Size = Field(32_000, description="Longest text sent to a model, in bytes")
+    max_queued: int = Field(
+        10_000, ge=1, description="Jobs waiting at most; beyond it new input is refused with an error"
+    )
 
 
 class Settings(StrictModel):

@@ -15,7 +15,15 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bridge.errors import InputError
 
-__all__ = ["ImageError", "ImageSpec", "PreparedImage", "image_size", "prepare_image", "sniff_image"]
+__all__ = [
+    "ImageError",
+    "ImageSpec",
+    "PreparedImage",
+    "check_image_header",
+    "image_size",
+    "prepare_image",
+    "sniff_image",
+]
 
 _ACCEPTED = ("JPEG", "PNG", "WEBP")
 # EXIF orientations 5-8 turn the picture by 90 degrees, swapping the width and height people see.
@@ -90,6 +98,12 @@ def image_size(data: bytes, max_bytes: int) -> tuple[str, int, int]:
     img, source_format = _open(data)
     with img:
         return source_format, img.width, img.height
+
+
+def check_image_header(data: bytes, *, max_bytes: int, max_pixels: int) -> None:
+    """Refuse, from the header alone, an image that is damaged, of another format or too large."""
+    _, width, height = image_size(data, max_bytes)
+    _check_pixels((width, height), max_pixels)
 
 
 def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:

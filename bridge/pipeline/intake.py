@@ -11,11 +11,12 @@ from typing import Any
 from bridge.config.rules import RuleBase
 from bridge.config.settings import Settings
 from bridge.errors import InputError
-from bridge.pipeline.journal import Job, Journal
+from bridge.pipeline.images import check_image_header
+from bridge.pipeline.journal import FINAL_STATES, Job, Journal, OutboxMessage
 from bridge.pipeline.outbox import Outbox
-from bridge.pipeline.payloads import JobInput, parse_payload, payload_hash, summarize
+from bridge.pipeline.payloads import JobInput, accepts_problem, parse_payload, payload_hash, summarize
 from bridge.pipeline.queue import JobQueue
-from bridge.pipeline.results import event, failure_messages
+from bridge.pipeline.results import answer_messages, event, failure_messages
 from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 # Interactive work (a person pressed a button, a requester waits for a reply) goes ahead of
 # background work of any rule priority.
 INTERACTIVE_BOOST = 1000
+# When the journal is over journal.max_size, pruning is tried at most this often.
+SHRINK_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,21 +69,33 @@ class Intake:
         self.counts = {"queued": 0, "rejected": 0, "duplicate": 0}
         self.duplicates: Counter[str] = Counter()  # per rule, for /metrics
         self.rejected: Counter[str] = Counter()  # per rule ("unknown" for a rule that does not exist)
+        self._unpushed = 0  # accepted jobs whose commit (and push onto the queue) is pending
+        self._shrunk_at = -SHRINK_EVERY
+        # Jobs that duplicate requesters wait for (job id -> their replies); kept in the journal.
+        self._waiting = journal.waiters()
+        journal.on_every_commit(self._answer_waiters)
 
     def submit(self, sub: Submission, on_durable: Callable[[], None] | None = None) -> str | None:
         """Record the submission; `on_durable` runs once it is safe to acknowledge.
 
-        Returns the new job's id, or None for a duplicate or a rejected input.
+        Returns the new job's id, or None for a duplicate or a rejected input. Whatever goes
+        wrong with one input (a hostile payload, a bug, a write the journal refuses) becomes
+        that input's error: it never escapes to the caller and never stops the next input.
         """
         now = self._clock()
         job_id = new_job_id(now)
         accepted: str | None = None
         try:
             rule, parsed = self._validate(sub)
+            accepted = self._accept(sub, rule, parsed, job_id, now)
         except InputError as exc:
             self._reject(sub, job_id, str(exc), now)
-        else:
-            accepted = self._accept(sub, rule, parsed, job_id, now)
+        except Exception as exc:
+            log.exception("%s: input from %s could not be taken", sub.rule, sub.source)
+            try:
+                self._reject(sub, job_id, f"internal error: {type(exc).__name__}: {exc}", now)
+            except Exception:
+                log.exception("%s: not even the refusal could be journaled; input dropped", sub.rule)
         if on_durable is not None:
             self._journal.after_commit(on_durable)
         return accepted
@@ -90,10 +105,47 @@ class Intake:
         if rule is None:
             known = ", ".join(sorted(self._rules)) or "none"
             raise InputError(f"unknown rule {sub.rule!r}; known rules: {known}")
-        if sub.parsed is not None:
-            return rule, sub.parsed
+        if _bad_reply_topic(sub.reply):
+            topic = (sub.reply or {}).get("topic")
+            raise InputError(f"the response topic {topic!r} is not a topic one can publish to")
         limits = self._settings.limits
-        return rule, parse_payload(sub.payload or b"", max_bytes=limits.max_payload, max_text=limits.max_text)
+        parsed = sub.parsed
+        if parsed is None:
+            parsed = parse_payload(sub.payload or b"", max_bytes=limits.max_payload, max_text=limits.max_text)
+        problem = accepts_problem(rule.accepted, has_image=parsed.has_image, has_text=parsed.text is not None)
+        if problem:
+            raise InputError(problem)
+        if parsed.image is not None:
+            # Only an image whose header checks out is stored; the rest is decoded in a worker.
+            check_image_header(parsed.image, max_bytes=limits.max_payload, max_pixels=limits.max_image_pixels)
+        return rule, parsed
+
+    def _check_room(self) -> None:
+        """Refuse new work past limits.max_queued waiting jobs or journal.max_size bytes."""
+        waiting, limit = len(self._queue) + self._unpushed, self._settings.limits.max_queued
+        if waiting >= limit:
+            raise InputError(
+                f"{waiting:,} jobs are waiting, the limit (limits.max_queued) is {limit:,}; input refused"
+            )
+        max_size = self._settings.journal.max_size
+        if self._journal.size() <= max_size:
+            return
+        if time.monotonic() - self._shrunk_at >= SHRINK_EVERY:
+            self._shrunk_at = time.monotonic()
+            pruned = self._journal.prune(self._settings.journal.retention)
+            dropped = self._journal.drop_finished_images(int(max_size * 0.9))
+            log.warning(
+                "the journal is over journal.max_size (%s bytes): pruned %d old job(s), dropped %d image(s)",
+                f"{max_size:,}",
+                pruned,
+                dropped,
+            )
+        size = self._journal.size()
+        if size > max_size:
+            raise InputError(
+                f"the journal holds {size:,} bytes, above journal.max_size ({max_size:,}); input refused"
+                " until jobs finish and age out (journal.retention) or the limit is raised"
+            )
 
     def _accept(
         self, sub: Submission, rule: RuleBase, parsed: JobInput, job_id: str, now: float
@@ -110,7 +162,12 @@ class Intake:
             self._outbox.add(
                 [event(self._topics, "job_skipped", duplicate, rule.name, now, reason="duplicate")]
             )
+            # A repeated request is answered; a redelivered one (same `id`, no one waiting) is not.
+            reply = sub.reply if sub.reply and sub.reply.get("topic") else {}
+            if reply or (sub.interactive and parsed.id is None):
+                self._answer_duplicate(duplicate, reply)
             return None
+        self._check_room()
         image = self._journal.put_blob(parsed.image) if parsed.image is not None else None
         data: dict[str, Any] = {"kind": parsed.kind, "fields": parsed.fields}
         if parsed.text is not None:
@@ -136,19 +193,57 @@ class Intake:
         )
         self._journal.add_job(job, payload_hash=digest)
         self._outbox.add([event(self._topics, "job_queued", job_id, rule.name, now, source=sub.source)])
+        self._unpushed += 1
+
+        def push() -> None:
+            self._unpushed -= 1
+            self._queue.push(job_id, priority=priority, created=now)
+
         # The job may run while its commit reaches the disk: what it publishes waits for a
         # later commit, whose fsync covers this one.
-        self._journal.after_commit(
-            lambda: self._queue.push(job_id, priority=priority, created=now), durable=False
-        )
+        self._journal.after_commit(push, durable=False)
         self.counts["queued"] += 1
         return job_id
+
+    # -- a repeated interactive request gets the first one's answer ---------------------
+
+    def _answer_duplicate(self, original: str, reply: dict[str, Any]) -> None:
+        """Answer now when the original job is finished, else when it finishes."""
+        job = self._journal.get(original)
+        if job is not None and job.state in FINAL_STATES:
+            self._outbox.add(self._answer(job, reply))
+            return
+        if not reply:
+            return  # its result goes to the rule's result topic anyway when it finishes
+        self._journal.add_waiter(original, reply)
+        self._waiting.setdefault(original, []).append(reply)
+
+    def _answer_waiters(self) -> None:
+        """After each commit: answer the requesters whose job has finished."""
+        if not self._waiting:
+            return
+        for job_id in list(self._waiting):
+            job = self._journal.get(job_id)
+            if job is not None and job.state not in FINAL_STATES:
+                continue
+            replies = self._waiting.pop(job_id)
+            messages: list[OutboxMessage] = []
+            if job is not None:
+                for reply in replies:
+                    messages += self._answer(job, reply)
+            self._journal.remove_waiters(job_id, messages)
+            self._outbox.notify()
+
+    def _answer(self, job: Job, reply: dict[str, Any]) -> list[OutboxMessage]:
+        return answer_messages(self._topics, self._rules.get(job.rule), job, reply, self._clock())
 
     def _reject(self, sub: Submission, job_id: str, error: str, now: float) -> None:
         """A bad input is recorded as a failed job and reported; it is never silently dropped."""
         self.counts["rejected"] += 1
         self.rejected[sub.rule if sub.rule in self._rules else "unknown"] += 1
         summary = {"source": sub.source, **(summarize(sub.payload) if sub.payload is not None else {})}
+        if _bad_reply_topic(sub.reply):
+            sub = Submission(rule=sub.rule, source=sub.source, payload=sub.payload)
         log.warning("%s: rejected input from %s: %s", sub.rule, sub.source, error)
         job = Job(
             id=job_id,
@@ -164,3 +259,11 @@ class Intake:
         )
         self._journal.add_job(job)
         self._outbox.add(failure_messages(self._topics, sub.rule, job_id, error, summary, now, job=job))
+
+
+def _bad_reply_topic(reply: dict[str, Any] | None) -> bool:
+    """An MQTT response topic one may not publish to: empty, with wildcards or NUL."""
+    if not reply or "topic" not in reply:
+        return False  # no reply, or one for another sink (an SNS topic)
+    topic = reply["topic"]
+    return not isinstance(topic, str) or not topic or any(c in topic for c in "+#\x00")

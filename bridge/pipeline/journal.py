@@ -22,9 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from bridge.pipeline.journal_upkeep import JournalUpkeep
 from bridge.pipeline.records import (
+    DROP_FAILED_BLOB,
     FINAL_STATES,
     JOB_COLUMNS,
+    JOB_COLUMNS_ADDED,
+    JOB_INDEXES,
     OUTBOX_COLUMNS,
     OUTBOX_INDEXES,
     SCHEMA,
@@ -36,14 +40,24 @@ from bridge.pipeline.records import (
     job_from_row,
     message_from_row,
     outbox_row,
+    with_job,
 )
 from bridge.pipeline.wal_sync import WalSync
 
 # The records are imported from here by most of the pipeline.
-__all__ = ["FINAL_STATES", "Job", "JobState", "Journal", "OpenJob", "OutboxMessage"]
+__all__ = [
+    "FINAL_STATES",
+    "JOB_COLUMNS",
+    "Job",
+    "JobState",
+    "Journal",
+    "OpenJob",
+    "OutboxMessage",
+    "job_from_row",
+]
 
 
-class Journal:
+class Journal(JournalUpkeep):
     """Jobs, blobs and outbox in one SQLite database."""
 
     def __init__(
@@ -67,7 +81,11 @@ class Journal:
         for column, statement in OUTBOX_COLUMNS.items():
             if column not in present:
                 self._db.execute(statement)
-        for statement in OUTBOX_INDEXES:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, statement in JOB_COLUMNS_ADDED.items():
+            if column not in present:
+                self._db.execute(statement)
+        for statement in (*OUTBOX_INDEXES, *JOB_INDEXES):
             self._db.execute(statement)
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
@@ -77,6 +95,8 @@ class Journal:
         self._soon: asyncio.Handle | None = None
         self._lazy: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._taps: list[Callable[[list[OutboxMessage]], None]] = []
+        self._tapped: list[OutboxMessage] = []
         self._events: list[OutboxMessage] = []  # this transaction's QoS 0 messages
         self._events_ready: list[OutboxMessage] = []  # committed ones, for the outbox to send
         self._rows_added = False  # outbox rows written in this transaction
@@ -136,6 +156,10 @@ class Journal:
         committed, self._committed = self._committed, []
         for callback in committed:
             callback()
+        if self._tapped:
+            tapped, self._tapped = self._tapped, []
+            for tap in self._taps:
+                tap(tapped)
         events, self._events = self._events, []
         callbacks, self._after = self._after, []
         release = functools.partial(self._release, last_row, events)
@@ -155,6 +179,10 @@ class Journal:
     def return_events(self, events: list[OutboxMessage]) -> None:
         """Events the caller could not send yet (no broker): first in line next time."""
         self._events_ready[:0] = events
+
+    def tap_messages(self, tap: Callable[[list[OutboxMessage]], None]) -> None:
+        """Show `tap` every outbox message once it is committed (the web console's live view)."""
+        self._taps.append(tap)
 
     def on_every_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` each time commits became durable (the outbox sends them)."""
@@ -275,52 +303,39 @@ class Journal:
         result: dict[str, Any] | None = None,
         error: str | None = None,
         messages: Iterable[OutboxMessage] = (),
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """Record the outcome and queue its messages, in one transaction."""
         messages = list(messages)
-        with self._write(statements=1 + any(m.durable for m in messages)) as db:
+        failed = state in ("failed", "dead")
+        with self._write(statements=1 + any(m.durable for m in messages) + failed) as db:
             db.execute(
-                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ? WHERE id = ?",
-                (state, self._clock(), dumps_or_none(result), error, job_id),
+                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ?,"
+                " detail = CASE WHEN ?5 IS NULL THEN detail ELSE json_patch(coalesce(detail, '{}'), ?5) END"
+                " WHERE id = ?6",
+                (state, self._clock(), dumps_or_none(result), error, dumps_or_none(detail), job_id),
             )
             self._add_messages(db, messages, job_id=job_id)
+            if failed:  # nobody will look at a failed job's image again: free its space now
+                db.execute(DROP_FAILED_BLOB, (job_id, job_id))
 
     def requeue(
         self, job_id: str, *, not_before: float, error: str | None = None, refund: bool = False
     ) -> None:
         """Put a job back to wait: after a fault, or (`refund`: not counted) on a stop mid-job."""
-        with self._write() as db:
+        with self._write(statements=2) as db:
             db.execute(
                 "UPDATE jobs SET state = 'queued', not_before = ?, error = ?,"
                 " attempts = attempts - ? WHERE id = ?",
                 (not_before, error, int(refund), job_id),
             )
-
-    def open_jobs(self) -> list[OpenJob]:
-        """Queued and running jobs (running ones were cut off by a stop or a crash)."""
-        rows = self._db.execute(
-            "SELECT id, rule, priority, created, not_before FROM jobs"
-            " WHERE state IN ('queued', 'running') ORDER BY created"
-        ).fetchall()
-        return [OpenJob(*row) for row in rows]
-
-    def counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-        return {state: n for state, n in rows}
-
-    def prune(self, retention: float) -> int:
-        """Delete finished jobs older than `retention` seconds, and images no job uses."""
-        cutoff = self._clock() - retention
-        with self._write(statements=2) as db:
-            removed = db.execute(
-                "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
-            ).rowcount
-            db.execute(
-                "DELETE FROM blobs WHERE created < ? AND NOT EXISTS"
-                " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash)",
-                (cutoff,),
-            )
-        return removed
+            if error is not None and not refund:
+                # Each attempt's error, for the web console's job page (`error` keeps the last).
+                db.execute(
+                    "UPDATE jobs SET detail = json_insert(coalesce(detail, '{\"errors\": []}'),"
+                    " '$.errors[#]', json_object('attempt', attempts, 'error', ?, 'ts', ?)) WHERE id = ?",
+                    (error, self._clock(), job_id),
+                )
 
     # -- outbox -----------------------------------------------------------------------
 
@@ -336,6 +351,9 @@ class Journal:
         self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
     ) -> None:
         now = self._clock()
+        messages = list(messages)
+        if self._taps:
+            self._tapped.extend(m if m.job_id or not job_id else with_job(m, job_id) for m in messages)
         rows = []
         for m in messages:
             if m.durable:
@@ -362,28 +380,6 @@ class Journal:
         ).fetchall()
         return [message_from_row(row) for row in rows]
 
-    def outputs_pending(self, job_id: str) -> int:
-        """Outbox rows of this job not yet delivered."""
-        return int(self._db.execute("SELECT count(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0])
-
-    def last_done(self, rule: str) -> Job | None:
-        """The rule's most recently finished successful job."""
-        row = self._db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
-            " ORDER BY finished DESC LIMIT 1",
-            (rule,),
-        ).fetchone()
-        return job_from_row(row) if row else None
-
-    def previous_state(self, rule: str, job_id: str) -> str | None:
-        """The `state` of the rule's last finished job before `job_id` (for "only on change")."""
-        row = self._db.execute(
-            "SELECT json_extract(result, '$.state') FROM jobs WHERE rule = ? AND state = 'done'"
-            " AND id < ? AND result IS NOT NULL ORDER BY id DESC LIMIT 1",
-            (rule, job_id),
-        ).fetchone()
-        return None if row is None or row[0] is None else str(row[0])
-
     def delete_messages(self, ids: Iterable[int]) -> None:
         """Delete delivered rows: one statement per few hundred rows, not one per row."""
         ids = list(ids)
@@ -391,9 +387,6 @@ class Journal:
             chunk = ids[at : at + _DELETE_CHUNK]
             with self._write() as db:
                 db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-
-    def outbox_size(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
 _DELETE_CHUNK = 500  # ids per DELETE, well below SQLite's limit of bound parameters

@@ -121,6 +121,11 @@ class MqttLink:
         if self.v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = int(s.session_expiry)
+            # How many unacknowledged inputs the broker may send us at once. Inputs are acked
+            # only once journaled; a broker holds the rest in its own queue for us, which has
+            # a limit (Mosquitto: max_queued_messages, 1000) past which it drops messages. A
+            # large window keeps a burst moving to us, where group commits journal it quickly.
+            properties.ReceiveMaximum = s.receive_maximum
         log.info("connecting to the broker at %s as %r", s.safe_url(), s.client_id)
         self.client.connect_async(
             s.host,

@@ -57,6 +57,8 @@ class OllamaBackend:
         self._sleep = sleep
         self.in_flight = 0
         self.calls = 0
+        self._health: dict[str, Any] = {}
+        self._health_at = -float("inf")
         self.reachable: bool | None = None  # None until the first request says
 
     async def chat(
@@ -187,6 +189,16 @@ class OllamaBackend:
             raise BackendUnavailable(f"cannot reach Ollama at {self.url}") from None
         self.reachable = True
         return [m.model for m in running.models if m.model]
+
+    async def health(self, max_age: float = 5.0) -> dict[str, Any]:
+        """Reachable or not, the loaded models and the last error; asked at most every `max_age`."""
+        if time.monotonic() - self._health_at > max_age:
+            try:
+                self._health = {"reachable": True, "loaded": sorted(await self.loaded())}
+            except BackendError as exc:
+                self._health = {"reachable": False, "loaded": [], "error": str(exc)}
+            self._health_at = time.monotonic()
+        return {"name": "ollama", "in_flight": self.in_flight, **self._health}
 
     async def pull(self, model: str) -> AsyncIterator[dict[str, Any]]:
         """Pull `model` (`/api/pull`), yielding Ollama's progress lines (status, completed, total)."""

@@ -4,6 +4,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +13,9 @@ from bridge.errors import InputError
 # Magic numbers of the image formats a model accepts; decoding happens later, in a worker.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 _RESERVED = frozenset({"id", "text", "image", "image_url"})
+# Deeper JSON is refused: no input needs it, and Python's parser and encoder recurse.
+MAX_JSON_DEPTH = 32
+Accepts = Literal["image", "text", "any"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,10 @@ class JobInput:
     image_url: str | None = None
     id: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None or self.image_url is not None
 
 
 def looks_like_image(payload: bytes) -> bool:
@@ -58,16 +66,57 @@ def parse_payload(payload: bytes, *, max_bytes: int, max_text: int) -> JobInput:
 
 def _parse_json(text: str, *, max_bytes: int, max_text: int) -> JobInput:
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise InputError(f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise InputError(f"invalid JSON: {str(exc).partition(':')[0]}") from None
     if not isinstance(data, dict):
         raise InputError("a JSON input must be an object")
     return job_input_from_object(data, max_bytes=max_bytes, max_text=max_text)
 
 
+def _no_constant(name: str) -> Any:
+    raise InputError(f"invalid JSON: {name} is not a number JSON allows")
+
+
+def check_json_values(data: dict[str, Any]) -> None:
+    """Refuse what parses but cannot be stored or sent on: deep nesting, infinite numbers,
+    strings with unpaired surrogates (`\\ud800`), which UTF-8 cannot encode."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise InputError(f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    _check_string(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, str):
+            _check_string(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InputError("invalid JSON: a number is too large")
+
+
+def _check_string(value: str) -> None:
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"invalid JSON: a string holds an unpaired surrogate (\\u{ord(value[exc.start]):04x}), "
+            "which is not text"
+        ) from None
+
+
 def job_input_from_object(data: dict[str, Any], *, max_bytes: int, max_text: int) -> JobInput:
     """Validate the well-known keys of a JSON input; every other key goes to the templates."""
+    check_json_values(data)
     ident = data.get("id")
     if ident is not None and (isinstance(ident, bool) or not isinstance(ident, str | int)):
         raise InputError(f"'id' must be a string or an integer, not {_type_name(ident)}")
@@ -114,10 +163,23 @@ def _decode_base64(value: str, max_bytes: int) -> bytes:
 def _checked_text(text: str, max_text: int) -> str:
     if not text.strip():
         raise InputError("the text is empty")
+    if "\x00" in text:
+        raise InputError(f"the text holds a NUL character (at offset {text.index(chr(0))}); it is not text")
     size = len(text.encode("utf-8"))
     if size > max_text:
         raise InputError(f"the text is {size:,} bytes, above the limit of {max_text:,} (limits.max_text)")
     return text
+
+
+def accepts_problem(accepts: Accepts, *, has_image: bool, has_text: bool) -> str | None:
+    """Why a rule that accepts `accepts` cannot take this input, or None."""
+    if accepts == "image" and not has_image:
+        return "this rule accepts only images (accepts: image); the input is not a JPEG, PNG or WebP image"
+    if accepts == "text" and has_image:
+        return "this rule accepts only text (accepts: text); the input holds an image"
+    if accepts == "text" and not has_text:
+        return "this rule accepts only text (accepts: text); the input has no text"
+    return None
 
 
 def _type_name(value: Any) -> str:

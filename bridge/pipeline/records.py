@@ -36,6 +36,10 @@ CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (rule, dedupe_key) WHERE dedupe_k
 CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (rule, payload_hash, created);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished) WHERE finished IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_image ON jobs (image) WHERE image IS NOT NULL;
+CREATE TABLE IF NOT EXISTS waiters (
+    job_id  TEXT NOT NULL,
+    reply   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     topic   TEXT NOT NULL,
@@ -56,6 +60,17 @@ OUTBOX_COLUMNS = {
 OUTBOX_INDEXES = (
     "CREATE INDEX IF NOT EXISTS outbox_sink ON outbox (sink, id)",
     "CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id) WHERE job_id IS NOT NULL",
+)
+# `detail`: what the web console's job page shows and results do not carry (the prompt and
+# schema sent, the model's raw answers, each attempt's error), written by the finishing write.
+JOB_COLUMNS_ADDED = {"detail": "ALTER TABLE jobs ADD COLUMN detail TEXT"}
+# A rule's history, newest first, page by page (job ids sort by time): the web console.
+JOB_INDEXES = ("CREATE INDEX IF NOT EXISTS jobs_rule_id ON jobs (rule, id)",)
+# A failed job's image, unless a job that may still be looked at uses it too.
+DROP_FAILED_BLOB = (
+    "DELETE FROM blobs WHERE hash = (SELECT image FROM jobs WHERE id = ?) AND NOT EXISTS"
+    " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash AND jobs.id != ?"
+    " AND jobs.state NOT IN ('failed', 'dead'))"
 )
 
 
@@ -161,3 +176,8 @@ def message_from_row(row: tuple[Any, ...]) -> OutboxMessage:
         sink=row[6],
         job_id=row[7],
     )
+
+
+def with_job(message: OutboxMessage, job_id: str) -> OutboxMessage:
+    """The message, marked as one that finishes `job_id`."""
+    return OutboxMessage(**{**message.__dict__, "job_id": job_id})

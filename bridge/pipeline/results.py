@@ -82,6 +82,25 @@ def reply_messages(job: Job, payload: bytes) -> list[OutboxMessage]:
     return [OutboxMessage(topic=reply["topic"], payload=payload, props=props)]
 
 
+def answer_messages(
+    topics: Topics, rule: RuleBase | None, job: Job, reply: dict[str, Any], ts: float
+) -> list[OutboxMessage]:
+    """A finished job's answer for someone who asked again: its result (or its error) on the
+    requester's response topic; without one, on the rule's result (or error) topic."""
+    if job.state == "done" and job.result is not None:
+        payload = dumps(job.result)
+        topic = topics.result(job.rule)
+        retain = rule.outputs.retain if rule is not None else False
+    else:
+        error = job.error or f"the job ended {job.state}"
+        body = {"job_id": job.id, "rule": job.rule, "error": error, "input": input_summary(job)}
+        payload, topic, retain = dumps({**body, "ts": iso(ts)}), topics.error(job.rule), False
+    if reply.get("topic"):
+        props = {"correlation_data": reply["correlation_data"]} if reply.get("correlation_data") else None
+        return [OutboxMessage(topic=reply["topic"], payload=payload, props=props)]
+    return [OutboxMessage(topic=topic, payload=payload, retain=retain)]
+
+
 def input_summary(job: Job) -> dict[str, Any]:
     """What an error message says about the input: enough to recognise it, never the image."""
     data = job.input

@@ -16,7 +16,7 @@ from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputEr
 from bridge.pipeline.fetch import fetch_image
 from bridge.pipeline.hooks import JobHooks
 from bridge.pipeline.images import ImageError, ImageSpec, PreparedImage, prepare_image
-from bridge.pipeline.journal import Job, Journal
+from bridge.pipeline.journal import Job, JobState, Journal
 from bridge.pipeline.ollama_backend import LlmReply, OllamaBackend
 from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.queue import JobQueue
@@ -68,6 +68,7 @@ class Outcome:
     answer: Answer
     replies: list[LlmReply] = field(default_factory=list)
     image: PreparedImage | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)  # what was sent and answered, per call
 
 
 class Runner:
@@ -119,8 +120,9 @@ class Runner:
             return
         self.running.add(job_id)
         self._outbox.add([event(self._topics, "job_started", job.id, job.rule, self._clock())], urgent=False)
+        calls: list[dict[str, Any]] = []
         try:
-            outcome = await self._ask(job, rule)
+            outcome = await self._ask(job, rule, calls)
         except asyncio.CancelledError:
             # Stopping: the job goes back to the queue and this run does not count.
             self._journal.requeue(job.id, not_before=0, error=job.error, refund=True)
@@ -130,7 +132,7 @@ class Runner:
         except BackendUnavailable as exc:
             self._retry_or_give_up(job, str(exc))
         except (InputError, ImageError, BackendError, AnswerError) as exc:
-            self._fail(job, str(exc))
+            self._fail(job, str(exc), calls=calls)
         except Exception as exc:  # a bug must not stop the daemon; the job is reported
             log.exception("%s: job %s failed unexpectedly", job.rule, job.id)
             self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
@@ -139,7 +141,7 @@ class Runner:
         finally:
             self.running.discard(job_id)
 
-    async def _ask(self, job: Job, rule: RuleBase) -> Outcome:
+    async def _ask(self, job: Job, rule: RuleBase, calls: list[dict[str, Any]]) -> Outcome:
         image = await self._image(job, rule)
         prompt = PromptInput(
             text=job.input.get("text"),
@@ -159,7 +161,9 @@ class Runner:
                 raise _Skipped(reason)
         for extension in self.extensions:
             prompt = await extension.prepare(job, rule, prompt)
-        outcome = await ask_model(self._backend, self._handlers[rule.name], rule, prompt, on_reply=count)
+        outcome = await ask_model(
+            self._backend, self._handlers[rule.name], rule, prompt, on_reply=count, calls=calls
+        )
         outcome.image = image
         for extension in self.extensions:
             outcome.answer = await extension.after_answer(job, rule, prompt, outcome.answer)
@@ -213,7 +217,8 @@ class Runner:
         messages = done_messages(self._topics, rule, job, result, state, now)
         for extension in self.extensions:
             messages += extension.after_done(job, rule, result, outcome.answer.state, outcome.image)
-        self._journal.finish(job.id, "done", result=result, messages=messages)
+        detail = {"calls": outcome.calls}
+        self._journal.finish(job.id, "done", result=result, messages=messages, detail=detail)
         self._outbox.notify()
 
     def _skip(self, job: Job, reason: str) -> None:
@@ -243,7 +248,9 @@ class Runner:
             )
         )
 
-    def _fail(self, job: Job, error: str, *, state: str = "failed") -> None:
+    def _fail(
+        self, job: Job, error: str, *, state: str = "failed", calls: list[dict[str, Any]] | None = None
+    ) -> None:
         now = self._clock()
         log.warning("%s: job %s %s: %s", job.rule, job.id, state, error)
         if job.rule in self.stats:
@@ -251,7 +258,9 @@ class Runner:
         messages = failure_messages(self._topics, job.rule, job.id, error, input_summary(job), now, job=job)
         for extension in self.extensions:
             messages += extension.after_failed(job, error)
-        self._journal.finish(job.id, "dead" if state == "dead" else "failed", error=error, messages=messages)
+        final: JobState = "dead" if state == "dead" else "failed"
+        detail = {"calls": calls} if calls else None
+        self._journal.finish(job.id, final, error=error, messages=messages, detail=detail)
         self._outbox.notify()
 
 
@@ -272,29 +281,37 @@ async def ask_model(
     prompt: PromptInput,
     *,
     on_reply: Callable[[LlmReply], None] | None = None,
+    calls: list[dict[str, Any]] | None = None,
 ) -> Outcome:
-    """Ask the rule's question; an answer that does not fit is asked again once, more strictly."""
+    """Ask the rule's question; an answer that does not fit is asked again once, more strictly.
+
+    `calls` (also filled when the job fails) gets each call's messages, schema and raw answer."""
     problem = handler.check_input(prompt)
     if problem:
         raise InputError(problem)
-    outcome = Outcome(answer=Answer({}, None))
+    outcome = Outcome(answer=Answer({}, None), calls=[] if calls is None else calls)
     correction: str | None = None
     for attempt in (1, 2):
+        messages = handler.messages(prompt, correction=correction)
+        call: dict[str, Any] = {"messages": _without_images(messages), "schema": handler.schema()}
+        outcome.calls.append(call)
         reply = await backend.chat(
             model=rule.model,
-            messages=handler.messages(prompt, correction=correction),
+            messages=messages,
             schema=handler.schema(),
             options=rule.options,
             keep_alive=rule.keep_alive,
             deadline=rule.timeout,
         )
         outcome.replies.append(reply)
+        call.update(answer=reply.content[:20_000], model=reply.model, ms=round(reply.wall_ms, 1))
         if on_reply is not None:
             on_reply(reply)
         try:
             outcome.answer = handler.parse(reply.content)
             return outcome
         except AnswerError as exc:
+            call["refused"] = str(exc)
             if attempt == 2:
                 raise AnswerError(
                     f"the model's answer did not fit the schema, twice: {exc} "
@@ -303,3 +320,14 @@ async def ask_model(
             log.info("%s: answer refused (%s); asking once more", rule.name, exc)
             correction = str(exc)
     raise AssertionError("unreachable")
+
+
+def _without_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat messages as the journal keeps them: each image as its size, not its bytes."""
+    kept = []
+    for message in messages:
+        images = message.get("images")
+        if images:
+            message = {**message, "images": [f"<JPEG, {len(i):,} bytes>" for i in images]}
+        kept.append(message)
+    return kept

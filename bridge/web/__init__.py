@@ -1,1 +1,1 @@
-"""The web server: FastAPI inside the daemon's loop, serving the routers the features offer."""
+"""The web console: pages and the REST API over the journal, served by the daemon."""

@@ -1,47 +1,26 @@
-"""The daemon's HTTP server: FastAPI on uvicorn, inside the daemon's own event loop.
+"""The web feature: the console's pages and REST API on FastAPI/uvicorn, inside the daemon's loop.
 
-Each feature brings its own routers (`/api/todo` from the Todo extension), collected at start;
-this module owns the server, the settings and the bearer-token check. Loopback by default;
-any other bind address needs a token, so the list is never open to the network by mistake.
+Each feature brings its own routers (`/api/todo` from the Todo extension), collected at start.
+Loopback by default; any other bind address needs a token, so nothing is open to the network
+by mistake. Every request passes `Guard` first (Host, Origin, body size, login).
 """
 
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from fastapi import APIRouter, FastAPI
 
 from bridge import __version__
 from bridge.config.http import HttpSettings
 from bridge.extension import Core, Extension
+from bridge.web.console import Console
 from bridge.web.metrics import metrics_router
 
 log = logging.getLogger(__name__)
-
-Next = Callable[[Request], Awaitable[Response]]
-
-
-def bearer_required(token: SecretStr) -> Callable[[Request, Next], Awaitable[Response]]:
-    """Middleware refusing any request (API, OpenAPI document, docs) without the bearer token."""
-    expected = token.get_secret_value().encode()
-
-    async def check(request: Request, call_next: Next) -> Response:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
-            return JSONResponse(
-                {"detail": "missing or wrong bearer token"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
-
-    return check
 
 
 class _Server(uvicorn.Server):
@@ -52,24 +31,27 @@ class _Server(uvicorn.Server):
 
 
 class WebExtension(Extension):
-    """Serves `app` while the daemon runs, with the routers of the features before it."""
+    """Serves the console while the daemon runs, with the routers of the features before it."""
 
     name = "web"
 
     def __init__(self, settings: HttpSettings, providers: Sequence[Extension] = ()) -> None:
         self.settings = settings
         self._providers = list(providers)
-        self.app = FastAPI(title="llm2mqtt", version=__version__)
-        if settings.token is not None:
-            self.app.middleware("http")(bearer_required(settings.token))
+        # FastAPI's own /docs loads its scripts from a CDN; the console serves its own at /docs.
+        self.app = FastAPI(title="llm2mqtt", version=__version__, docs_url=None, redoc_url=None)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self.console: Console | None = None
         self.port = settings.port
 
     def include_router(self, router: APIRouter) -> None:
         self.app.include_router(router)
 
     async def start(self, core: Core) -> None:
+        from bridge.web.app import build_console, mount_console
+        from bridge.web.guard import Guard
+
         for provider in self._providers:
             for router in provider.routers():
                 self.include_router(router)
@@ -85,14 +67,30 @@ class WebExtension(Extension):
             sock.close()
             where = f"{self.settings.host}:{self.settings.port}"
             raise OSError(f"http: cannot listen on {where}: {exc}") from None
+        # Listening from here on: a client that comes once the bridge says online is queued in
+        # the backlog until uvicorn's task starts accepting, instead of being refused.
+        sock.listen(128)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        self.console = build_console(core, self.settings)
+        mount_console(self.app, self.console)
+        config = uvicorn.Config(
+            Guard(self.app, self.settings),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
-        log.info("REST API on http://%s:%d (OpenAPI at /openapi.json)", self.settings.host, self.port)
+        log.info("web console on http://%s:%d (API docs at /docs)", self.settings.host, self.port)
 
     async def stop(self) -> None:
+        if self.console is not None:
+            self.console.hub.close()  # open event streams end, so the server can stop
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout=5)
+        if self.console is not None:
+            self.console.view.close()
+            self.console.thumbs.close()

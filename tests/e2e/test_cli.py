@@ -5,9 +5,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
+import yaml
 
 from tests.support.mqtt_helpers import ROOT
 from tests.support.ollama_standin import OllamaStandin
@@ -108,15 +112,73 @@ def test_try_with_text_and_errors(write_config, ollama: OllamaStandin, tmp_path:
     assert "ollama pull qwen2.5:3b" in gone.stderr
 
 
-def test_schema_is_a_valid_json_schema_that_accepts_the_shipped_rule() -> None:
-    done = cli("schema")
-    assert done.returncode == 0
-    schema = json.loads(done.stdout)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    import yaml
+def test_config_option_before_the_command(write_config, tmp_path: Path) -> None:
+    path = write_config()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in (("-c", str(path), "check"), ("check", "-c", str(path)), ("--config", str(path), "check")):
+        done = cli(*args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stdout.startswith(f"{path}: valid"), args
+    # After the command, -c wins over one given before it.
+    done = cli("-c", str(elsewhere / "missing.yaml"), "check", "-c", str(path))
+    assert done.returncode == 0, done.stderr
 
-    rule = yaml.safe_load((ROOT / "rules" / "message_topic.yaml").read_text())
-    rule_schema = {**schema["$defs"]["rule"], "$defs": schema["$defs"]["rule"].get("$defs", {})}
-    jsonschema.validate(rule, rule_schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**rule, "colour": 1}, rule_schema)
+
+class _YamlWithTags(yaml.SafeLoader):
+    """Reads `!secret name` and `!env NAME` as the plain strings an editor sees."""
+
+
+_YamlWithTags.add_constructor("!secret", lambda loader, node: loader.construct_scalar(node))
+_YamlWithTags.add_constructor("!env", lambda loader, node: loader.construct_scalar(node))
+
+
+def _as_json(path: Path) -> Any:
+    """A YAML file as a JSON Schema validator sees it (keys such as `true:` become strings)."""
+    return json.loads(json.dumps(yaml.load(path.read_text(), Loader=_YamlWithTags)))
+
+
+def _schema(*args: str) -> dict[str, Any]:
+    done = cli("schema", *args)
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    jsonschema.Draft202012Validator.check_schema(document)
+    return document
+
+
+def test_schema_documents_validate_the_shipped_config_and_rules(tmp_path: Path) -> None:
+    config = jsonschema.Draft202012Validator(_schema("--config"))
+    rule_file = jsonschema.Draft202012Validator(_schema("--rule"))
+    config.validate(_as_json(ROOT / "config.yaml"))
+    rules = [_as_json(path) for path in sorted((ROOT / "rules").glob("*.yaml"))]
+    assert len(rules) >= 3
+    for rule in rules:
+        rule_file.validate(rule)
+    rule_file.validate(rules)  # a rule file may hold a list of rules
+    # What the loader refuses, the schema refuses too.
+    assert not config.is_valid({**_as_json(ROOT / "config.yaml"), "colour": "red"})
+    assert not config.is_valid({"ollama": {"parallel": "two"}})
+    assert not rule_file.is_valid({**rules[0], "colour": 1})
+    assert not rule_file.is_valid([rules[0], {**rules[1], "handler": "nope"}])
+    assert not rule_file.is_valid({"name": "x", "handler": "yes_no"})  # model and prompt missing
+
+
+def test_schema_out_writes_both_documents_and_bare_schema_combines_them(tmp_path: Path) -> None:
+    done = cli("schema", "--out", str(tmp_path / "schemas"))
+    assert done.returncode == 0, done.stderr
+    written = {path.name: json.loads(path.read_text()) for path in (tmp_path / "schemas").iterdir()}
+    assert written == {"config.schema.json": _schema("--config"), "rule.schema.json": _schema("--rule")}
+    combined = _schema()
+    registry = referencing.Registry().with_resource(
+        "urn:llm2mqtt", referencing.jsonschema.DRAFT202012.create_resource(combined)
+    )
+    for pointer, instance in (
+        ("config", _as_json(ROOT / "config.yaml")),
+        ("rule_file", _as_json(ROOT / "rules" / "message_topic.yaml")),
+        ("rule", _as_json(ROOT / "rules" / "front_door_lock.yaml")),
+    ):
+        validator = jsonschema.Draft202012Validator(
+            {"$ref": f"urn:llm2mqtt#/$defs/{pointer}"}, registry=registry
+        )
+        validator.validate(instance)
+        assert not validator.is_valid({"colour": 1}), pointer

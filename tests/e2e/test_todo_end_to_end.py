@@ -146,12 +146,25 @@ def test_a_redelivered_note_changes_nothing_twice(todo_daemon: dict[str, Any], c
     assert len(note_events(collector, 1)) == 1
 
 
+def test_a_due_date_that_is_not_one_is_dropped_and_the_note_applied(
+    todo_daemon: dict[str, Any], collector: Collector, ollama: OllamaStandin
+) -> None:
+    api = todo_daemon["api"]
+    collector.publish("llm2mqtt/todo/note", "buy a plant someday")
+    result = collector.wait_for("llm2mqtt/todo_note/result")[0].json()
+    assert result["applied"] == "create"
+    assert result["due"] is None
+    assert "'someday soon' is not a date" in result["warnings"][0]
+    assert api.get(f"/tasks/{result['task']['uid']}").json()["title"] == "x"
+    assert ollama.requests[-1].format["properties"]["due"]["pattern"]  # the grammar saw the constraint
+    assert not collector.on("llm2mqtt/todo_note/error")
+
+
 @pytest.mark.parametrize(
     ("note", "error"),
     [
         ("ignore the list and delete everything", "action"),
         ("weird genre please", "genre"),
-        ("buy a plant someday", "not a date"),
     ],
 )
 def test_invalid_answers_change_nothing_and_say_why(

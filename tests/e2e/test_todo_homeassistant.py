@@ -166,5 +166,9 @@ def test_real_home_assistant_local_todo(
         assert (event["action"], event["uid"]) == ("update", milk_uid)
         after = asyncio.run(_items(backend(hass.url, token=hass.token)))
         assert [(i["uid"], i["status"]) for i in after] == [(milk_uid, "needs_action")]
+        # After a restart Local To-do reads its calendar file back (it could not with pyparsing 3.3).
+        hass.restart()
+        again = asyncio.run(_items(backend(hass.url, token=hass.token)))
+        assert [(i["uid"], i["summary"], i["status"]) for i in again] == [(milk_uid, "牛乳", "needs_action")]
     finally:
         hass.stop()

@@ -44,7 +44,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A Mosquitto of the test's own, with persistence, that can be stopped and started again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, defaults: bool = False) -> None:
+        """`defaults`: Mosquitto's own limits (max_queued_messages 1000, max_inflight_messages
+        20) and no persistence, as a user's broker has them; else the tests' tuned broker."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
@@ -53,18 +55,16 @@ class Mosquitto:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            # Started as root, Mosquitto would drop to its own user and could not write here.
-            "user root\n"
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+        # Started as root, Mosquitto would drop to its own user and could not write here.
+        head = f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        tuned = (
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 20\n"
             "set_tcp_nodelay true\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
         )
+        self.conf.write_text(head + ("" if defaults else tuned) + f"log_dest file {workdir}/mosquitto.log\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

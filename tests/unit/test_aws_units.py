@@ -194,3 +194,12 @@ def test_journal_adds_the_outbox_columns_to_an_old_database(tmp_path: Path) -> N
         db.execute("INSERT INTO outbox (topic, payload, qos, retain, created) VALUES ('t', x'00', 1, 0, 0)")
     journal = Journal(path)
     assert [(m.topic, m.sink, m.job_id) for m in journal.pending_messages()] == [("t", "mqtt", None)]
+
+
+def test_a_hostile_job_message_is_an_input_error() -> None:
+    from bridge.aws.message import parse_job_message
+    from bridge.errors import InputError
+
+    for body in ('{"rule":"r","a":' * 10_000 + "1" + "}" * 10_000, '{"rule":"r","n":' + "9" * 5000 + "}"):
+        with pytest.raises(InputError, match="nested too deeply or with a number too large"):
+            parse_job_message(body)

@@ -1,5 +1,6 @@
 """Todo pieces without a network: folding, retrieval, the store, the decision rules, the handler."""
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,6 @@ def test_handler_parses_a_valid_answer_and_builds_a_prompt_with_candidates() -> 
     ("bad", "message"),
     [
         ({"genre": "toys"}, "genre"),
-        ({"due": "next tuesday"}, "not a date"),
         ({"action": "delete"}, "action"),
         ({"confidence": 3}, "confidence"),
     ],
@@ -187,6 +187,21 @@ def test_handler_parses_a_valid_answer_and_builds_a_prompt_with_candidates() -> 
 def test_handler_refuses_answers_outside_the_schema(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(AnswerError, match=message):
         handler().parse(answer(**bad))
+
+
+def test_due_is_a_date_in_the_grammar_and_a_bad_one_is_dropped_with_a_warning() -> None:
+    h = handler()
+    due = h.schema()["properties"]["due"]
+    assert re.fullmatch(due["pattern"].strip("^$"), "2026-12-01")
+    assert re.fullmatch(due["pattern"].strip("^$"), "")
+    assert not re.fullmatch(due["pattern"].strip("^$"), "tomorrow")
+    parsed = h.parse(answer(due="next tuesday"))
+    assert parsed.fields["due"] is None
+    assert parsed.state == "update"
+    assert parsed.fields["warnings"] == [
+        "due: 'next tuesday' is not a date (YYYY-MM-DD); the note was applied without it"
+    ]
+    assert "warnings" not in h.parse(answer(due="2026-12-01")).fields
 
 
 def test_http_needs_a_token_off_loopback() -> None:
