@@ -314,7 +314,6 @@ class Bridge:
     def last_done(self, rule: str) -> Job | None:
         return self.journal.last_done(rule)
 
-
     def rule_stats(self, rule: str) -> RuleStats:
         return self.runner.stats[rule]
 
