@@ -84,7 +84,6 @@ class Core(Protocol):
     def last_done(self, rule: str) -> Job | None:
         """The rule's last finished job, with its result (for republishing)."""
 
-
     def rule_stats(self, rule: str) -> RuleStats:
         """The rule's counters (also on llm2mqtt/bridge/stats)."""
 
