@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import (
     backends_bench,
+    compare,
     floods,
     images_bench,
     outage_bench,
@@ -25,7 +26,18 @@ def _image_path(quick: bool) -> dict[str, Any]:
     return images_bench.bench_image_path(repeat=5 if quick else 15)
 
 
+def _compare(kind: compare.BrokerKind) -> Callable[[bool], dict[str, Any]]:
+    def run(quick: bool) -> dict[str, Any]:
+        if quick:
+            return compare.compare(reps=1, kind=kind, jobs=300, paced=100, sat_jobs=20)
+        return compare.compare(reps=3, kind=kind)
+
+    return run
+
+
 BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "compare": _compare("default"),
+    "compare_tuned": _compare("tuned"),
     "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,

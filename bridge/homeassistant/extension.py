@@ -7,8 +7,10 @@ retained message, which makes Home Assistant remove the entity; the list of publ
 topics is kept in the data directory so this works across restarts.
 
 The last judged image of each rule is published retained on `<base>/<rule>/image` for the
-image entity, and kept on disk with the last result so both can be republished to a
-broker that lost its retained messages.
+image entity, with the job's other messages. To feed a broker that lost its retained
+messages, the last result and image of each rule are read back from the journal, which
+holds them anyway (the image as the job's input, prepared again the same way), so a job
+costs this extension no work of its own beyond that one message.
 """
 
 import asyncio
@@ -16,7 +18,6 @@ import functools
 import io
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ from bridge.config.rules import RuleBase
 from bridge.extension import Core, Extension
 from bridge.homeassistant.discovery import Node, absent_images, discovery, removals
 from bridge.homeassistant.kinds import has_image
-from bridge.pipeline.images import PreparedImage
+from bridge.pipeline.images import PreparedImage, prepare_image
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound
+from bridge.pipeline.results import dumps
+from bridge.pipeline.runner import image_spec
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,8 @@ class HomeAssistantExtension(Extension):
         self._configs: dict[str, bytes] = {}
         self._absent_images: list[str] = []
         self._published: set[str] = set()
-        self._images: dict[str, bytes] = {}
-        self._results: dict[str, tuple[bytes, str | None]] = {}
         self._folder = Path()
-        # One writer thread: writes of the same file happen in the order they were asked for.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ha-writer")
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def core(self) -> Core:
@@ -74,7 +74,9 @@ class HomeAssistantExtension(Extension):
         )
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._writer.shutdown, wait=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def on_connected(self) -> None:
         # Discovery and images are ours alone; results are republished only when Home
@@ -93,24 +95,37 @@ class HomeAssistantExtension(Extension):
             send(topic, b"", qos=1, retain=True)
         for topic, payload in self._configs.items():
             send(topic, payload, qos=1, retain=True)
-        for name, shown in self.core.rules.items():
-            # Home Assistant answers an image entity without a picture with HTTP 500.
-            if name not in self._images and has_image(shown) and shown.homeassistant.enabled:
-                send(self._image_topic(name), placeholder_image(), qos=1, retain=True)
-        for name, image in self._images.items():
-            if name in self.core.rules:
-                send(self._image_topic(name), image, qos=1, retain=True)
-        if states:
-            for name, (result, state) in self._results.items():
-                rule = self.core.rules.get(name)
-                if rule is None or not rule.outputs.retain:
-                    continue  # not retained by choice: repeating it would look like a new answer
-                send(self.core.topics.result(name), result, qos=1, retain=True)
-                if rule.outputs.state and state is not None:
-                    send(self.core.topics.rule_state(name), state.encode(), qos=1, retain=True)
         if stale or set(self._configs) != self._published:
             self._published = set(self._configs)
-            self._in_background(self._save_published, sorted(self._published))
+            listing = json.dumps(sorted(self._published), indent=1).encode()
+            self._in_background(_write_atomic(self._folder / PUBLISHED_FILE, listing))
+        self._in_background(self._republish(states=states))
+
+    async def _republish(self, *, states: bool) -> None:
+        """The last image of each rule and (`states`) its last result, from the journal."""
+        core = self.core
+        for rule in core.rules.values():
+            last = core.last_done(rule.name)
+            shows_image = rule.homeassistant.enabled and has_image(rule)
+            if shows_image and (last is None or last.image is None):
+                # Home Assistant answers an image entity without a picture with HTTP 500.
+                core.send(self._image_topic(rule.name), placeholder_image(), qos=1, retain=True)
+            if last is None or last.result is None:
+                continue
+            if shows_image and last.image is not None:
+                spec = image_spec(rule, core.settings.limits)
+                try:
+                    image = await asyncio.to_thread(prepare_image, core.blob(last.image), spec)
+                except Exception as exc:  # one unreadable image must not stop the others
+                    log.warning("%s: last image not republished: %s", rule.name, exc)
+                else:
+                    core.send(self._image_topic(rule.name), image.data, qos=1, retain=True)
+            if not states or not rule.outputs.retain:
+                continue  # not retained by choice: repeating it would look like a new answer
+            core.send(core.topics.result(rule.name), dumps(last.result), qos=1, retain=True)
+            state = last.result.get("state")
+            if rule.outputs.state and state is not None:
+                core.send(core.topics.rule_state(rule.name), str(state).encode(), qos=1, retain=True)
 
     def _image_topic(self, rule: str) -> str:
         return self.core.topics.image(rule)
@@ -118,26 +133,14 @@ class HomeAssistantExtension(Extension):
     def after_done(
         self, job: Job, rule: RuleBase, result: dict[str, Any], state: str | None, image: PreparedImage | None
     ) -> list[OutboxMessage]:
-        payload = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-        self._results[rule.name] = (payload, state)
-        self._in_background(self._save_result, rule.name, payload, state)
-        if image is None or not rule.homeassistant.enabled:
+        if image is None or not rule.homeassistant.enabled or not has_image(rule):
             return []
-        self._images[rule.name] = image.data
-        self._in_background(self._save_image, rule.name, image.data)
         return [OutboxMessage(topic=self._image_topic(rule.name), payload=image.data, retain=True)]
 
-    # -- the data directory (in a worker thread) -------------------------------------------
-
-    def _in_background(self, write: Any, *args: Any) -> None:
-        self._writer.submit(self._guarded, write, *args)
-
-    @staticmethod
-    def _guarded(write: Any, *args: Any) -> None:
-        try:
-            write(*args)
-        except OSError as exc:
-            log.warning("could not save Home Assistant state: %s", exc)
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _load(self) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
@@ -147,27 +150,6 @@ class HomeAssistantExtension(Extension):
             self._published = {t for t in topics if isinstance(t, str)}
         except (OSError, ValueError) as exc:
             log.warning("%s unreadable (%s): stale entities will not be removed", listing, exc)
-        for name in self.core.rules:
-            image = self._folder / f"{name}.jpg"
-            if image.exists():
-                self._images[name] = image.read_bytes()
-            last = self._folder / f"{name}.json"
-            if last.exists():
-                try:
-                    saved = json.loads(last.read_text("utf-8"))
-                    self._results[name] = (json.dumps(saved["result"]).encode(), saved.get("state"))
-                except (OSError, ValueError, KeyError, TypeError):
-                    log.warning("%s unreadable: not republished", last)
-
-    def _save_published(self, topics: list[str]) -> None:
-        _write_atomic(self._folder / PUBLISHED_FILE, json.dumps(topics, indent=1).encode())
-
-    def _save_result(self, rule: str, payload: bytes, state: str | None) -> None:
-        record = {"result": json.loads(payload), "state": state}
-        _write_atomic(self._folder / f"{rule}.json", json.dumps(record, ensure_ascii=False).encode())
-
-    def _save_image(self, rule: str, data: bytes) -> None:
-        _write_atomic(self._folder / f"{rule}.jpg", data)
 
 
 @functools.cache
@@ -178,7 +160,15 @@ def placeholder_image() -> bytes:
     return out.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_suffix(path.suffix + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
+async def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (in a worker thread); a failure is logged, not raised."""
+
+    def write() -> None:
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+
+    try:
+        await asyncio.to_thread(write)
+    except OSError as exc:
+        log.warning("could not save the list of Home Assistant entities: %s", exc)

@@ -214,7 +214,9 @@ class Intake:
             self._unpushed -= 1
             self._queue.push(job_id, priority=priority, created=now)
 
-        self._journal.after_commit(push)
+        # The job may run while its commit reaches the disk: what it publishes waits for a
+        # later commit, whose fsync covers this one.
+        self._journal.after_commit(push, durable=False)
         self.counts["queued"] += 1
         return job_id
 

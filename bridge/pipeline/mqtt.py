@@ -1,8 +1,10 @@
 """The broker connection, on paho-mqtt 2.
 
 Concurrency: paho runs its network loop on its own thread. Its callbacks never do work there;
-they hand every event to the asyncio loop with `call_soon_threadsafe`. Calls into paho from
-the loop (publish, ack) are safe: paho guards its queues with locks.
+they hand every event to the asyncio loop, in order, through one list: the first event of a
+batch wakes the loop (`call_soon_threadsafe`), the ones paho reads before the loop runs ride
+along, so a burst of acks costs one wake-up, not one each. Calls into paho from the loop
+(publish, ack) are safe: paho guards its queues with locks.
 """
 
 import asyncio
@@ -12,6 +14,7 @@ import logging
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +73,8 @@ class MqttLink:
         self._info = info
         self._subscriptions: dict[str, int] = {}
         self._last_failure: str | None = None
+        self._handoff: list[Callable[[], None]] = []  # events from paho's thread, in order
+        self._handoff_lock = threading.Lock()
         self.connected = False
         self.since: float | None = None  # when the link last came up or went down (epoch)
         self._missing_since: float | None = None  # monotonic; set while the broker cannot be reached
@@ -216,7 +221,7 @@ class MqttLink:
             client.subscribe(topic, qos)
         client.publish(self.topics.state, ONLINE, qos=1, retain=True)
         client.publish(self.topics.info, self._info(), qos=1, retain=True)
-        self._loop.call_soon_threadsafe(self._on_connected)
+        self._hand_over(self._on_connected)
 
     def _handle_disconnect(
         self,
@@ -275,12 +280,29 @@ class MqttLink:
             response_topic=response_topic or None,
             correlation_data=correlation,
         )
-        self._loop.call_soon_threadsafe(self._on_message, inbound)
+        self._hand_over(lambda: self._on_message(inbound))
 
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
-        self._loop.call_soon_threadsafe(self._on_published, mid)
+        self._hand_over(lambda: self._on_published(mid))
+
+    def _hand_over(self, event: Callable[[], None]) -> None:
+        """Queue an event for the loop (paho's thread); wake the loop for the first of a batch."""
+        with self._handoff_lock:
+            self._handoff.append(event)
+            if len(self._handoff) > 1:
+                return
+        self._loop.call_soon_threadsafe(self._run_handed_over)
+
+    def _run_handed_over(self) -> None:
+        with self._handoff_lock:
+            events, self._handoff = self._handoff, []
+        for event in events:
+            try:
+                event()
+            except Exception:  # as a loop callback would: logged, and the others still run
+                log.exception("handling a broker event failed")
 
 
 def configure_tls(client: paho.Client, settings: MqttSettings) -> None:

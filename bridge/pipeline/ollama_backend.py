@@ -213,6 +213,7 @@ class OllamaBackend:
                 self._health = {"reachable": False, "loaded": [], "error": str(exc)}
             self._health_at = time.monotonic()
         return {"name": "ollama", "in_flight": self.in_flight, **self._health}
+
     async def pull(self, model: str) -> AsyncIterator[dict[str, Any]]:
         """Pull `model` (`/api/pull`), yielding Ollama's progress lines (status, completed, total)."""
         try:

@@ -5,6 +5,10 @@ is committed. A QoS 1 row is deleted when the broker acknowledges it (PUBACK); Q
 has written it. After a crash, rows still in the table are published again: delivery is at
 least once, and every result carries its job_id so a consumer can tell a repeat.
 
+QoS 0 telemetry (lifecycle events) has no row: the journal hands it over once the write it
+belongs to is committed, and it is sent after the rows committed with it, while the broker
+is connected (at most `MAX_EVENTS` wait for a connection; older ones are dropped).
+
 Rows for other sinks (SNS, SQS) are handed to the `Sink` registered for their name and
 deleted when it reports them accepted; a sink retries on its own, and a row it never
 accepted is handed over again after a restart. `when_delivered(job_id, cb)` calls back once
@@ -19,6 +23,8 @@ from typing import Any, Protocol
 from bridge.pipeline.journal import Journal, OutboxMessage
 
 log = logging.getLogger(__name__)
+
+MAX_EVENTS = 10_000
 
 
 class Publisher(Protocol):
@@ -65,7 +71,7 @@ class Outbox:
         self._last_sink_row = 0
         self._sink_more = True
         self._waiters: dict[str, list[Callable[[], None]]] = {}  # job id -> callbacks
-        journal.on_every_commit(self.pump)
+        journal.on_every_commit(self._on_durable)
 
     def add_sink(self, name: str, sink: Sink) -> None:
         """Deliver rows whose `sink` is `name` through `sink` (SNS, SQS)."""
@@ -87,6 +93,8 @@ class Outbox:
         """Queue messages durably. Urgent ones make the journal commit now; others ride along."""
         self._journal.add_messages(messages)
         self.notify(urgent=urgent)
+        if not self._journal.in_transaction:
+            self.pump()  # only telemetry, with nothing to wait for
 
     def notify(self, *, urgent: bool = True) -> None:
         """Rows were written: send them after the commit."""
@@ -95,10 +103,14 @@ class Outbox:
         if urgent:
             self._journal.commit_soon()
 
+    def _on_durable(self) -> None:
+        self._maybe_more = True
+        self._sink_more = True
+        self.pump()
+
     def pump(self) -> None:
-        """Hand waiting, committed rows to the publisher, up to the window."""
-        if self._journal.in_transaction:
-            return  # uncommitted rows must not leave; this runs again after the commit
+        """Hand waiting, durable rows to the publisher, up to the window (the journal never
+        returns a row whose commit is not on disk yet: this runs again once it is)."""
         if self._sinks:
             self._pump_sinks()
         while self._maybe_more and len(self._in_flight) < self._window:
@@ -115,6 +127,20 @@ class Outbox:
                     return  # not connected (QoS 0) or refused: again after the next connect
                 self._in_flight[mid] = row
                 self._last_sent = row.id
+        if not self._maybe_more:
+            self._send_events()
+
+    def _send_events(self) -> None:
+        """Send the committed telemetry, after the rows committed with it."""
+        events = self._journal.take_events()
+        for at, message in enumerate(events):
+            if self._publisher.publish(message.topic, message.payload, qos=0) is None:
+                waiting = events[at:]
+                if len(waiting) > MAX_EVENTS:
+                    log.warning("no broker: %d lifecycle events dropped", len(waiting) - MAX_EVENTS)
+                    waiting = waiting[-MAX_EVENTS:]
+                self._journal.return_events(waiting)
+                return
 
     def _pump_sinks(self) -> None:
         # Other sinks have their own cursor, so a broker outage does not hold back SNS.

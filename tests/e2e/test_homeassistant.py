@@ -156,3 +156,39 @@ def test_a_broker_that_lost_its_retained_messages_gets_them_again(
         assert late.wait_for(config)[0].retain
     finally:
         late.close()
+
+
+@pytest.mark.broker
+def test_last_result_and_image_come_back_from_the_journal_after_a_restart(
+    daemon, collector: Collector, broker: Mosquitto
+) -> None:
+    first = daemon([SNAPSHOT_RULE])
+    collector.wait_for("llm2mqtt/bridge/state")
+    collector.publish("cameras/front_door/snapshot", jpeg(20))
+    result = collector.wait_for("llm2mqtt/front_door_lock/result")[0].json()
+    image = collector.wait_for("llm2mqtt/front_door_lock/image")[0].payload
+    first.stop()
+    # A job costs the extension no file of its own: the journal already holds both.
+    assert sorted(p.name for p in (first.config.parent / "data" / "homeassistant").iterdir()) == [
+        "discovery_topics.json"
+    ]
+    broker.stop()
+    for saved in broker.workdir.glob("*.db"):
+        saved.unlink()  # nothing retained survives
+    broker.start()
+    daemon([SNAPSHOT_RULE])
+    late = Collector(broker.port, ["llm2mqtt/front_door_lock/#", "llm2mqtt/bridge/state"])
+    try:
+        late.wait_for("llm2mqtt/bridge/state")
+        assert late.wait_for("llm2mqtt/front_door_lock/image")[0].payload == image  # prepared again
+        late.publish("homeassistant/status", "online")
+        assert late.wait_for("llm2mqtt/front_door_lock/result")[0].json() == result
+        assert late.wait_for("llm2mqtt/front_door_lock/state")[0].payload == b"unlocked"
+    finally:
+        late.close()
+    assert (
+        json.loads(
+            _retained(broker.port, "llm2mqtt/front_door_lock/result", 1)["llm2mqtt/front_door_lock/result"]
+        )
+        == result
+    )

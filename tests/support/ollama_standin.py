@@ -482,6 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked NDJSON, like the Go server
     # Go's net/http sets TCP_NODELAY; without it each small NDJSON chunk waits on delayed ACKs.
     disable_nagle_algorithm = True
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's, not in its type stubs
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -499,15 +500,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._headers_buffer.append(b"\r\n")
+        self._write(body)
+
+    def _write(self, data: bytes) -> None:
+        """Send `data`, with the headers if they are still waiting, in one write: like Go's
+        server, which sends a small answer in one packet. Two writes make a client without
+        TCP_NODELAY wait out a delayed ACK."""
+        if self._headers_buffer:
+            data = b"".join(self._headers_buffer) + data
+            self._headers_buffer.clear()
+        self.wfile.write(data)
 
     def _json(self, status: int, obj: Any) -> None:
         self._send(status, json.dumps(obj).encode())
 
-    def _chunk(self, obj: JSON) -> None:
+    def _chunk(self, obj: JSON, *, last: bool = False) -> None:
         data = json.dumps(obj).encode() + b"\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self._write(b"%x\r\n%s\r\n%s" % (len(data), data, b"0\r\n\r\n" if last else b""))
 
     def _gateway_down(self) -> bool:
         if not self.server.standin.bad_gateway:
@@ -777,7 +787,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")
             self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self._headers_buffer.append(b"\r\n")  # sent with the first chunk
             for text in pieces[: 2 if brk else None]:
                 self._chunk(self._piece(req.endpoint, req.model, text, False))
                 sd._sleep(latency * 0.8 / len(pieces))
@@ -785,8 +795,7 @@ class _Handler(BaseHTTPRequestHandler):
                 # Real Ollama reports a mid-stream failure as an NDJSON error line.
                 last = {"error": MIDSTREAM_ERROR} if brk else final("")
                 finish()
-                self._chunk(last)
-                self.wfile.write(b"0\r\n\r\n")
+                self._chunk(last, last=True)
                 return
         finish()
         # Drop the connection without a final chunk, as when the runner crashes.

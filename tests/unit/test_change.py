@@ -5,11 +5,13 @@ import io
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import imagehash
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
-from bridge.cameras.change import Judged, decide, distance, region_hash
+from bridge.cameras.change import Judged, average_hash, blurred_grey, decide, distance, region_hash
 from bridge.cameras.confirm import Tracker, observe
 from bridge.cameras.extension import rule_kind, wants_schedules
 from bridge.cameras.schedules import clock_jumped, missed_tick, next_start, within_hours
@@ -61,6 +63,24 @@ def test_hash_ignores_noise_and_light_but_sees_the_thumb_turn() -> None:
     steady = [distance(a, b) for a, b in itertools.pairwise(hashes[:-2])]
     assert max(steady) <= 3
     assert distance(hashes[-2], hashes[-1]) > 8  # frame 310 turns the thumb-turn
+
+
+def test_hash_has_the_same_bits_as_imagehash_on_the_door_trace() -> None:
+    # The hash is ours (Pillow and numpy); imagehash, a test dependency only, is the reference.
+    # The first six hours of the trace: night and dawn light, two turns of the thumb-turn.
+    spec = ImageSpec(crop=LOCK_CROP, max_side=256, quality=85, max_pixels=10**8)
+    checked = 0
+    for frame in frames(720):
+        for image in (blurred_grey(prepare_image(frame.jpeg, spec).data), Image.open(io.BytesIO(frame.jpeg))):
+            assert average_hash(image) == str(imagehash.average_hash(image)), frame.index
+            checked += 1
+    assert checked == 2 * 720
+
+
+@pytest.mark.parametrize("level", [0, 255])
+def test_hash_of_a_flat_image_matches_imagehash(level: int) -> None:
+    flat = Image.fromarray(np.full((32, 48), level, dtype=np.uint8), "L")
+    assert average_hash(flat) == str(imagehash.average_hash(flat)) == "0" * 16
 
 
 def test_hash_of_a_cropped_region_ignores_changes_elsewhere() -> None:

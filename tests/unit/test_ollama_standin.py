@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +93,34 @@ def test_raw_wire_format_streams_by_default(standin: OllamaStandin) -> None:
     assert lines[0]["done"] is False
     assert lines[-1]["done"] is True
     assert lines[-1]["total_duration"] >= lines[-1]["eval_duration"]
+
+
+def _first_reads(standin: OllamaStandin, method: str, path: str, body: bytes = b"") -> list[bytes]:
+    """Ask 20 times on one connection; what the first recv of each answer got. One write on
+    loopback arrives whole, so a first recv without the body means the body was sent apart."""
+    request = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    firsts = []
+    with socket.create_connection(("127.0.0.1", standin.port)) as sock:
+        for _ in range(20):
+            sock.sendall(request + body)
+            first = answer = sock.recv(1 << 20)
+            while b"chunked" in first and not answer.endswith(b"0\r\n\r\n"):
+                answer += sock.recv(1 << 20)  # the rest of a streamed answer
+            firsts.append(first)
+    return firsts
+
+
+def test_headers_and_answer_leave_in_one_write(standin: OllamaStandin) -> None:
+    # Like Go's server: a client without TCP_NODELAY gets no delayed-ACK stall between them.
+    for first in _first_reads(standin, "GET", "/api/tags"):
+        head, _, rest = first.partition(b"\r\n\r\n")
+        assert b"Content-Length" in head
+        assert json.loads(rest)["models"]  # the whole body came with the headers
+    asked = json.dumps({"model": "llama3.2:3b", "messages": ask("abc")}).encode()
+    for first in _first_reads(standin, "POST", "/api/chat", asked):
+        head, _, rest = first.partition(b"\r\n\r\n")
+        assert b"chunked" in head
+        assert rest.split(b"\r\n")[1].startswith(b'{"model"')  # the first chunk came with them
 
 
 def test_non_streaming_chat_and_generate(client: ollama.Client) -> None:

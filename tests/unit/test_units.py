@@ -3,6 +3,8 @@
 import asyncio
 import base64
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,11 @@ import pytest
 from bridge.config.handler_rules import ClassifyRule, DescribeRule, ExtractRule, YesNoRule
 from bridge.errors import AnswerError, InputError
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
+from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.payloads import parse_payload, summarize
 from bridge.pipeline.queue import JobQueue, QueueClosed
 from bridge.pipeline.topics import Topics
+from bridge.pipeline.wal_sync import WalSync
 from handlers import HANDLERS, PromptInput
 from tests.support.samples import jpeg, png
 
@@ -255,6 +259,10 @@ def test_group_commit_runs_callbacks_after_commit(tmp_path: Path) -> None:
         assert other.get("a") is None
         assert acked == []
         await asyncio.sleep(0)  # one loop iteration: one commit for the whole group
+        for _ in range(200):  # then its fsync, in the journal's thread
+            if acked:
+                break
+            await asyncio.sleep(0.01)
         assert acked == ["a", "b"]
         assert other.get("b") is not None
         journal.start("a")  # nobody waits for it: committed lazily
@@ -275,5 +283,119 @@ def test_failed_write_undoes_only_itself(tmp_path: Path) -> None:
             journal.add_job(_job("a"))
         journal.commit()
         assert journal.get("a") is not None
+
+    asyncio.run(scenario())
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+class _Recorder:
+    """A Publisher that takes everything at once and remembers the order."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, props: object = None
+    ) -> int | None:
+        self.sent.append((topic, qos))
+        return len(self.sent)
+
+
+def test_events_wait_for_their_commit_take_no_row_and_follow_the_rows(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.sqlite3")
+        journal.group_commits(asyncio.get_running_loop())
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        publisher = _Recorder()
+        outbox = Outbox(journal, publisher, loop=asyncio.get_running_loop())
+        journal.add_job(_job("a"))
+        outbox.add([OutboxMessage("event", b"queued", qos=0)], urgent=False)
+        journal.finish(
+            "a",
+            "done",
+            result={"ok": True},
+            messages=[OutboxMessage("result", b"r"), OutboxMessage("event", b"done", qos=0)],
+        )
+        assert publisher.sent == []  # nothing leaves before the commit
+        journal.commit()
+        await _until(lambda: bool(publisher.sent))  # and its fsync
+        assert publisher.sent == [("result", 1), ("event", 0), ("event", 0)]
+        assert not any("outbox" in s and "event" in s for s in statements if s.startswith("INSERT"))
+        assert journal.outbox_size() == 1
+        outbox.on_published(1)
+        await asyncio.sleep(0)
+        journal.commit()
+        await _until(lambda: journal.outbox_size() == 0)
+        # Nothing to wait for: an event alone goes at once.
+        outbox.add([OutboxMessage("event", b"skipped", qos=0)])
+        assert publisher.sent[-1] == ("event", 0)
+
+    asyncio.run(scenario())
+
+
+def test_delivered_rows_are_deleted_in_one_statement(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_messages([OutboxMessage(f"t{i}", b"p") for i in range(700)])
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    journal.delete_messages(m.id for m in journal.pending_messages(limit=1000))
+    assert journal.outbox_size() == 0
+    assert len([s for s in statements if s.startswith("DELETE")]) == 2  # 500 ids per statement
+
+
+def test_a_failed_finish_leaves_the_job_as_it_was(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_job(_job("a"))
+    journal.start("a")
+    with pytest.raises(Exception, match="NOT NULL"):
+        journal.finish("a", "done", result={}, messages=[OutboxMessage("t", None)])  # type: ignore[arg-type]
+    assert journal.get("a").state == "running"  # type: ignore[union-attr]
+    assert journal.outbox_size() == 0
+
+
+class _GatedSync(WalSync):
+    """A WalSync whose fsyncs wait for the test to let them through."""
+
+    def __init__(self, wal: Path) -> None:
+        super().__init__(wal, enabled=True, on_durable=lambda: None)
+        self.gate = threading.Event()
+        self.syncs = 0
+
+    def _fsync(self) -> None:
+        self.gate.wait(5)
+        self.syncs += 1
+        super()._fsync()
+
+
+def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        (tmp_path / "j-wal").write_bytes(b"frames")
+        sync = _GatedSync(tmp_path / "j-wal")
+        sync.use_loop(asyncio.get_running_loop())
+        ran: list[int] = []
+        for i in range(3):
+            sync.committed([lambda i=i: ran.append(i)], wrote=True)
+            await asyncio.sleep(0.02)
+        assert ran == []  # the first fsync has not returned
+        sync.gate.set()
+        for _ in range(200):
+            if len(ran) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert ran == [0, 1, 2]
+        assert sync.syncs == 2  # the commits made during the first fsync shared the second
+        sync.committed([lambda: ran.append(3)], wrote=False)  # nothing new to sync: at once
+        assert ran == [0, 1, 2, 3]
+        sync.close()
 
     asyncio.run(scenario())

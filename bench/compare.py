@@ -1,0 +1,266 @@
+"""llm2mqtt next to the ten-line baseline (bench/naive.py), measured the same way in the same run.
+
+Each repetition starts a fresh broker (Mosquitto with a default configuration, or a tuned one),
+a fresh instant-answering Ollama stand-in and one of the two bridges, then measures:
+
+- the broker's own round trip at 50 messages/s, and each bridge's job round trip at 50 jobs/s
+  (added latency = job round trip - broker round trip, p50 and p99);
+- a burst of jobs: jobs/s, the bridge's CPU per job (user + system time of its process), and
+  for llm2mqtt the MQTT messages it publishes per job (everything under the base topic) and
+  the SQL statements its journal executes per job (bench/traced.py);
+- saturation: jobs/s against a stand-in that takes 200 ms per answer and runs 2 at a time.
+
+Systems and repetitions are interleaved (naive, llm2mqtt, naive, llm2mqtt, ...), so a change
+in the machine's load hits both alike; the load average is printed beside each run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+import yaml
+
+from bench.common import TEXT_RULE, Client, median, percentile
+from bench.spine import job_round_trips, plain_round_trips
+from tests.support.mqtt_helpers import ROOT, Mosquitto
+from tests.support.ollama_standin import OllamaStandin
+
+System = Literal["naive", "llm2mqtt"]
+BrokerKind = Literal["default", "tuned"]
+BASE = "llm2mqtt/"
+# Jobs a burst keeps unanswered at most: a default Mosquitto queues 1,000 messages per client
+# (max_queued_messages) and drops QoS 1 messages beyond that, even for a persistent session.
+WINDOW = 500
+
+# What a packaged Mosquitto 2 does with a listener and nothing else set.
+_DEFAULT_CONF = "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n"
+# Sends small packets at once (acks, results) and never drops queued QoS 1 messages.
+_TUNED_CONF = _DEFAULT_CONF + "set_tcp_nodelay true\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+
+
+@dataclass
+class Run:
+    """One system measured once."""
+
+    system: System
+    figures: dict[str, float] = field(default_factory=dict)
+    load: float = 0.0
+
+
+def _broker(folder: Path, kind: BrokerKind) -> Mosquitto:
+    broker = Mosquitto(folder / "mosquitto")
+    broker.conf.write_text((_TUNED_CONF if kind == "tuned" else _DEFAULT_CONF).format(port=broker.port))
+    return broker
+
+
+def _config(folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: int) -> Path:
+    """The user's defaults (journal synchronous=full, Home Assistant discovery on)."""
+    (folder / "rules").mkdir(exist_ok=True)
+    (folder / "rules" / "bench_text.yaml").write_text(yaml.safe_dump(TEXT_RULE))
+    config = {
+        "mqtt": {"url": broker.url, "client_id": "llm2mqtt-bench"},
+        "ollama": {"url": standin.url, "parallel": parallel, "timeout": 600},
+        "log_level": "warning",
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextmanager
+def _system(
+    system: System, kind: BrokerKind, *, parallel: int = 1, latency: float = 0.0
+) -> Iterator[tuple[psutil.Process, Client, Client]]:
+    with tempfile.TemporaryDirectory(prefix="llm2mqtt-compare-") as tmp:
+        folder = Path(tmp)
+        broker = _broker(folder, kind)
+        broker.start()
+        standin = OllamaStandin(parallel=parallel, latency=latency, max_queue=100_000).start()
+        if system == "naive":
+            command = [sys.executable, "-m", "bench.naive", str(broker.port), standin.url]
+        else:
+            config = _config(folder, broker, standin, parallel)
+            command = [sys.executable, "-m", "bench.traced", "run", "-c", str(config)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with (folder / "bridge.log").open("ab") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        # Timing and counting on separate connections: a subscriber to the QoS 0 events delays
+        # its TCP acks, which would hold back the broker's next packets to it (Nagle).
+        client = Client(broker.port, [f"{BASE}bench_text/result", f"{BASE}bridge/state", "bench/echo"])
+        counter = Client(broker.port, [f"{BASE}#"])
+        try:
+            if system == "llm2mqtt":
+                client.wait(f"{BASE}bridge/state", 1, 30)
+            else:
+                _wait_subscribed(client)
+            job_round_trips(client, 50, 0, "warm")  # imports, first connections, subscriptions
+            yield psutil.Process(proc.pid), client, counter
+        finally:
+            counter.close()
+            client.close()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            standin.stop()
+            broker.stop()
+
+
+def _burst(client: Client, jobs: int, tag: str, window: int = WINDOW) -> float:
+    """Send `jobs` as fast as they are taken, at most `window` unanswered; the wall time (s)."""
+    topic = f"{BASE}bench_text/result"
+    before = client.count(topic)
+    start = time.perf_counter()
+    for i in range(jobs):
+        if i >= window:
+            client.wait(topic, before + i - window + 1, 120)
+        client.publish("bench/in", json.dumps({"id": f"{tag}{i}", "text": f"buy item {tag}{i} for shopping"}))
+    arrivals = client.wait(topic, before + jobs, 300)
+    return arrivals[-1][0] - start
+
+
+def _wait_subscribed(client: Client, timeout: float = 30) -> None:
+    """Probe until the baseline answers: it keeps no session, so jobs sent earlier are lost."""
+    topic = f"{BASE}bench_text/result"
+    deadline = time.monotonic() + timeout
+    while client.count(topic) == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the baseline never answered")
+        client.publish("bench/in", json.dumps({"id": "probe", "text": "probe"}))
+        time.sleep(0.2)
+    time.sleep(0.5)
+    with client._lock:
+        client.arrivals.pop(topic, None)  # round trips count from here
+
+
+def _published(client: Client) -> int:
+    """Messages under the base topic seen so far (results, states, events, discovery...)."""
+    with client._lock:
+        return sum(len(v) for topic, v in client.arrivals.items() if topic.startswith(BASE))
+
+
+def overhead(
+    system: System, kind: BrokerKind, *, jobs: int, paced: int, counted: int, profile: Path | None = None
+) -> dict[str, float]:
+    """Added latency at 50 jobs/s, burst throughput and CPU per job, writes and messages per job."""
+    with _system(system, kind) as (proc, client, counter):
+        plain = plain_round_trips(client, paced, 50)
+        paced_latency, _ = job_round_trips(client, paced, 50, "paced")
+        spy = _py_spy(proc.pid, profile) if profile else None
+        cpu = proc.cpu_times()
+        wall = _burst(client, jobs, "burst")
+        after = proc.cpu_times()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        used = (after.user + after.system) - (cpu.user + cpu.system)
+        figures = {
+            "cpu_ms_per_job": round(used / jobs * 1000, 2),
+            "jobs_per_s": round(jobs / wall, 1),
+            "added_p50_ms": round(median(paced_latency) - median(plain), 2),
+            "added_p99_ms": round(percentile(paced_latency, 99) - percentile(plain, 99), 2),
+            "broker_rtt_p99_ms": round(percentile(plain, 99), 2),
+        }
+        time.sleep(0.5)  # the last acks and deletes of the burst
+        before = _published(counter)
+        if system == "llm2mqtt":
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.2)
+        _burst(client, counted, "counted")
+        time.sleep(1.0)  # lazy commits, outbox deletes and QoS 0 events settle
+        figures["messages_per_job"] = round((_published(counter) - before) / counted, 2)
+        if system == "llm2mqtt":
+            proc.send_signal(signal.SIGUSR2)
+            time.sleep(0.3)
+            config = Path(proc.cwd()) / "config.yaml"
+            sql: dict[str, int] = json.loads((config.parent / "sql_counts.json").read_text())
+            writes = sum(n for k, n in sql.items() if k.split()[0] in ("INSERT", "UPDATE", "DELETE"))
+            figures["sql_writes_per_job"] = round(writes / counted, 2)
+            figures["sql_statements_per_job"] = round(sum(sql.values()) / counted, 2)
+            figures["commits_per_job"] = round(sql.get("COMMIT", 0) / counted, 2)
+    return figures
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the process (collapsed stacks, busy threads only) until interrupted."""
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached
+    return spy
+
+
+def saturation(system: System, kind: BrokerKind, *, jobs: int) -> dict[str, float]:
+    """Jobs/s against a model that takes 200 ms and runs 2 at once, as a fraction of 10/s."""
+    with _system(system, kind, parallel=2, latency=0.2) as (_proc, client, _counter):
+        wall = _burst(client, jobs, "sat")
+    return {"saturation": round(jobs / wall / 10.0, 3)}
+
+
+def compare(
+    *, reps: int = 3, kind: BrokerKind = "default", jobs: int = 2000, paced: int = 500, sat_jobs: int = 100
+) -> dict[str, Any]:
+    """Interleaved repetitions of both systems; per figure the median and the min of each."""
+    runs: list[Run] = []
+    for rep in range(reps):
+        for system in ("naive", "llm2mqtt") if rep % 2 == 0 else ("llm2mqtt", "naive"):
+            run = Run(system, load=os.getloadavg()[0])
+            run.figures = overhead(system, kind, jobs=jobs, paced=paced, counted=200)
+            run.figures |= saturation(system, kind, jobs=sat_jobs)
+            print(json.dumps({"rep": rep, "system": system, "load1": round(run.load, 2), **run.figures}))
+            runs.append(run)
+    table: dict[str, Any] = {"broker": kind, "reps": reps, "burst_jobs": jobs}
+    for system in ("naive", "llm2mqtt"):
+        mine = [r for r in runs if r.system == system]
+        for name in mine[0].figures:
+            values = [r.figures[name] for r in mine]
+            table[f"{system}.{name}"] = {"median": round(median(values), 2), "min": min(values)}
+        table[f"{system}.load1"] = [round(r.load, 2) for r in mine]
+    return table
+
+
+def main() -> None:
+    """`python -m bench.compare PROFILE [JOBS] [default|tuned]`: one llm2mqtt run, with py-spy
+    on the daemon during the burst (py-spy must be on PATH), and where the time went."""
+    from bench.profile_top import top
+
+    out = Path(sys.argv[1])
+    jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
+    kind: BrokerKind = "tuned" if sys.argv[3:] == ["tuned"] else "default"
+    print(
+        json.dumps(
+            {
+                "load1": os.getloadavg()[0],
+                **overhead("llm2mqtt", kind, jobs=jobs, paced=100, counted=200, profile=out),
+            }
+        )
+    )
+    for section, rows in top(out, 5).items():
+        print(f"## {section}")
+        for name, pct in rows:
+            print(f"{pct:5.1f}%  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The daemon with its SQL statements counted: `python -m bench.traced run -c CONFIG`.
+
+SIGUSR1 starts counting every statement the journal executes (sqlite3's trace callback);
+SIGUSR2 writes the counts so far to `sql_counts.json` beside the config and stops counting.
+Counting is off otherwise, so it does not weigh on the CPU measured around it.
+"""
+
+import json
+import signal
+import sqlite3
+import sys
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bridge.cli import main
+
+_counts: Counter[str] = Counter()
+_connections: list[sqlite3.Connection] = []
+_connect = sqlite3.connect
+
+
+def statement_kind(sql: str) -> str:
+    """`INSERT INTO outbox`, `UPDATE jobs`, `COMMIT`: what a statement does, and to which table."""
+    words = sql.split()
+    if not words:
+        return ""
+    verb = words[0].upper()
+    if verb in ("INSERT", "DELETE") and len(words) > 2:
+        rest = words[1:]
+        if rest[0].upper() == "OR":
+            rest = rest[2:]
+        return f"{verb} {rest[1] if rest[0].upper() in ('INTO', 'FROM') else rest[0]}"
+    if verb == "UPDATE" and len(words) > 1:
+        return f"UPDATE {words[1]}"
+    return verb
+
+
+def _count(sql: str) -> None:
+    _counts[statement_kind(sql)] += 1
+
+
+def _tracked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+    db = _connect(*args, **kwargs)
+    _connections.append(db)
+    return db
+
+
+def _start(signum: int, frame: FrameType | None) -> None:
+    _counts.clear()
+    for db in _connections:
+        db.set_trace_callback(_count)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    for db in _connections:
+        db.set_trace_callback(None)
+    config = Path(sys.argv[sys.argv.index("-c") + 1])
+    (config.parent / "sql_counts.json").write_text(json.dumps(dict(_counts)))
+
+
+if __name__ == "__main__":
+    sqlite3.connect = _tracked_connect  # type: ignore[assignment]
+    signal.signal(signal.SIGUSR1, _start)
+    signal.signal(signal.SIGUSR2, _stop)
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,124 @@
+"""The journal's queries, upkeep and smaller tables: open jobs, counts, a rule's last result,
+pruning, its size on disk, dropping old images, requesters waiting for another request's job.
+A part of `Journal`, kept apart for length."""
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from bridge.pipeline.records import JOB_COLUMNS, Job, OpenJob, OutboxMessage, job_from_row
+
+
+class JournalUpkeep:
+    """Methods `Journal` inherits; they use only its connection and its writes."""
+
+    _db: sqlite3.Connection
+    _clock: Callable[[], float] = time.time
+
+    def _write(self, *, statements: int = 1) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def _add_messages(
+        self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def open_jobs(self) -> list[OpenJob]:
+        """Queued and running jobs (running ones were cut off by a stop or a crash)."""
+        rows = self._db.execute(
+            "SELECT id, rule, priority, created, not_before FROM jobs"
+            " WHERE state IN ('queued', 'running') ORDER BY created"
+        ).fetchall()
+        return [OpenJob(*row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def outputs_pending(self, job_id: str) -> int:
+        """Outbox rows of this job not yet delivered."""
+        return int(self._db.execute("SELECT count(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0])
+
+    def last_done(self, rule: str) -> Job | None:
+        """The rule's most recently finished successful job."""
+        row = self._db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE rule = ? AND state = 'done' AND result IS NOT NULL"
+            " ORDER BY finished DESC LIMIT 1",
+            (rule,),
+        ).fetchone()
+        return job_from_row(row) if row else None
+
+    def previous_state(self, rule: str, job_id: str) -> str | None:
+        """The `state` of the rule's last finished job before `job_id` (for "only on change")."""
+        row = self._db.execute(
+            "SELECT json_extract(result, '$.state') FROM jobs WHERE rule = ? AND state = 'done'"
+            " AND id < ? AND result IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (rule, job_id),
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def outbox_size(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def prune(self, retention: float) -> int:
+        """Delete finished jobs older than `retention` seconds, and images no job uses."""
+        cutoff = self._clock() - retention
+        with self._write(statements=2) as db:
+            removed = db.execute(
+                "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
+            ).rowcount
+            db.execute(
+                "DELETE FROM blobs WHERE created < ? AND NOT EXISTS"
+                " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash)",
+                (cutoff,),
+            )
+        return removed
+
+    def size(self) -> int:
+        """Bytes the journal's data takes (free pages, which SQLite reuses, not counted)."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def drop_finished_images(self, target: int) -> int:
+        """Delete images that only finished jobs use, oldest first, until the data is under
+        `target` bytes; the jobs themselves stay (their ids still dedupe). Returns how many."""
+        dropped = 0
+        while self.size() > target:
+            with self._write() as db:
+                removed = db.execute(
+                    "DELETE FROM blobs WHERE hash IN (SELECT hash FROM blobs WHERE NOT EXISTS"
+                    " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash AND jobs.finished IS NULL)"
+                    " ORDER BY created LIMIT 50)"
+                ).rowcount
+            self.commit()
+            if not removed:
+                break
+            dropped += removed
+        return dropped
+
+    # -- requesters waiting for another request's job ------------------------------------
+
+    def add_waiter(self, job_id: str, reply: dict[str, Any]) -> None:
+        """Someone asked again while `job_id` runs; `reply` is where its answer goes too."""
+        with self._write() as db:
+            db.execute("INSERT INTO waiters (job_id, reply) VALUES (?, ?)", (job_id, json.dumps(reply)))
+
+    def waiters(self) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for job_id, reply in self._db.execute("SELECT job_id, reply FROM waiters ORDER BY rowid"):
+            found.setdefault(job_id, []).append(json.loads(reply))
+        return found
+
+    def remove_waiters(self, job_id: str, messages: Iterable[OutboxMessage]) -> None:
+        """The job finished: queue the answers to its waiters and forget them, in one transaction."""
+        with self._write(statements=2) as db:
+            db.execute("DELETE FROM waiters WHERE job_id = ?", (job_id,))
+            self._add_messages(db, messages)

@@ -1,0 +1,183 @@
+"""What the journal stores: its schema, jobs and outbox rows, and their conversion from rows."""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+JobState = Literal["queued", "running", "done", "failed", "dead", "skipped", "superseded"]
+FINAL_STATES = ("done", "failed", "dead", "skipped", "superseded")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    hash    TEXT PRIMARY KEY,
+    data    BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id           TEXT PRIMARY KEY,
+    rule         TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    priority     INTEGER NOT NULL DEFAULT 0,
+    created      REAL NOT NULL,
+    started      REAL,
+    finished     REAL,
+    not_before   REAL NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    dedupe_key   TEXT,
+    payload_hash TEXT,
+    image        TEXT,
+    input        TEXT NOT NULL,
+    result       TEXT,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (rule, dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (rule, payload_hash, created);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished) WHERE finished IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_image ON jobs (image) WHERE image IS NOT NULL;
+CREATE TABLE IF NOT EXISTS waiters (
+    job_id  TEXT NOT NULL,
+    reply   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic   TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos     INTEGER NOT NULL,
+    retain  INTEGER NOT NULL,
+    props   TEXT,
+    created REAL NOT NULL
+);
+"""
+
+# Columns added after the first release: which sink delivers a row (mqtt, sns, sqs) and the
+# job whose outcome it carries (so a source can wait until all of a job's outputs are out).
+OUTBOX_COLUMNS = {
+    "sink": "ALTER TABLE outbox ADD COLUMN sink TEXT NOT NULL DEFAULT 'mqtt'",
+    "job_id": "ALTER TABLE outbox ADD COLUMN job_id TEXT",
+}
+OUTBOX_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS outbox_sink ON outbox (sink, id)",
+    "CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id) WHERE job_id IS NOT NULL",
+)
+# `detail`: what the web console's job page shows and results do not carry (the prompt and
+# schema sent, the model's raw answers, each attempt's error), written by the finishing write.
+JOB_COLUMNS_ADDED = {"detail": "ALTER TABLE jobs ADD COLUMN detail TEXT"}
+# A rule's history, newest first, page by page (job ids sort by time): the web console.
+JOB_INDEXES = ("CREATE INDEX IF NOT EXISTS jobs_rule_id ON jobs (rule, id)",)
+# A failed job's image, unless a job that may still be looked at uses it too.
+DROP_FAILED_BLOB = (
+    "DELETE FROM blobs WHERE hash = (SELECT image FROM jobs WHERE id = ?) AND NOT EXISTS"
+    " (SELECT 1 FROM jobs WHERE jobs.image = blobs.hash AND jobs.id != ?"
+    " AND jobs.state NOT IN ('failed', 'dead'))"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the journal holds it. `input` is JSON-able: text, fields, image_url, reply."""
+
+    id: str
+    rule: str
+    source: str
+    state: JobState
+    priority: int
+    created: float
+    attempts: int
+    input: dict[str, Any]
+    image: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    not_before: float = 0.0
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A message waiting to be published. `props` holds MQTT 5 response data.
+
+    `sink` says who delivers it: "mqtt" (the topic is an MQTT topic), "sns" (a topic ARN),
+    "sqs" (a queue URL). `job_id` is set for the messages that finish a job.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    props: dict[str, Any] | None = None
+    id: int = 0
+    sink: str = "mqtt"
+    job_id: str | None = None
+
+    @property
+    def durable(self) -> bool:
+        """Kept in the outbox table until delivered; QoS 0 MQTT telemetry is only held in memory."""
+        return self.qos > 0 or self.retain or self.sink != "mqtt"
+
+
+@dataclass(frozen=True)
+class OpenJob:
+    """The little the scheduler keeps in memory for a waiting job."""
+
+    id: str
+    rule: str
+    priority: int
+    created: float
+    not_before: float
+
+
+JOB_COLUMNS = (
+    "id, rule, source, state, priority, created, attempts, input, image, started, finished,"
+    " not_before, result, error, dedupe_key"
+)
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        rule=row[1],
+        source=row[2],
+        state=row[3],
+        priority=row[4],
+        created=row[5],
+        attempts=row[6],
+        input=json.loads(row[7]),
+        image=row[8],
+        started=row[9],
+        finished=row[10],
+        not_before=row[11],
+        result=json.loads(row[12]) if row[12] else None,
+        error=row[13],
+        dedupe_key=row[14],
+    )
+
+
+def dumps_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def outbox_row(m: OutboxMessage, now: float, job_id: str | None) -> tuple[Any, ...]:
+    """The values of an outbox row, in the order of the journal's INSERT."""
+    return (m.topic, m.payload, m.qos, int(m.retain), dumps_or_none(m.props), now, m.sink, m.job_id or job_id)
+
+
+def message_from_row(row: tuple[Any, ...]) -> OutboxMessage:
+    """An outbox row as read by `SELECT id, topic, payload, qos, retain, props, sink, job_id`."""
+    return OutboxMessage(
+        id=row[0],
+        topic=row[1],
+        payload=bytes(row[2]),
+        qos=row[3],
+        retain=bool(row[4]),
+        props=json.loads(row[5]) if row[5] else None,
+        sink=row[6],
+        job_id=row[7],
+    )
+
+
+def with_job(message: OutboxMessage, job_id: str) -> OutboxMessage:
+    """The message, marked as one that finishes `job_id`."""
+    return OutboxMessage(**{**message.__dict__, "job_id": job_id})
