@@ -16,7 +16,9 @@ from bridge.pipeline.mqtt import MqttLink
 from bridge.pipeline.results import iso
 from bridge.pipeline.topics import Topics
 
-MODELS_EVERY = 60.0  # seconds between /api/ps refreshes while no model call happens
+# Seconds between /api/ps calls while no model call happens: how soon a backend that leaves while
+# idle shows as unreachable on bridge/health (one small GET per backend; Ollama answers it at once).
+MODELS_EVERY = 10.0
 
 
 class HealthReporter:
@@ -57,7 +59,7 @@ class HealthReporter:
             self._last_health = payload
 
     async def refresh_models(self) -> None:
-        """bridge/models: what the backends have loaded, after model calls and once a minute."""
+        """bridge/models: what the backends have loaded, after model calls and every MODELS_EVERY."""
         calls = sum(health.calls for health in self._pool.health.values())
         if calls == self._models_calls and time.monotonic() - self._models_at < MODELS_EVERY:
             return
