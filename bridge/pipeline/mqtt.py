@@ -355,5 +355,6 @@ def quick_ack(client: paho.Client) -> None:
     if _QUICKACK is None:
         return
     sock = client.socket()
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    if isinstance(sock, socket.socket):  # not a websocket wrapper, not closed meanwhile
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
