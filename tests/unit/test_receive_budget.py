@@ -76,7 +76,8 @@ def test_over_the_limit_a_claim_waits_until_bytes_come_back() -> None:
     held = budget.claim(80, patience=LONG)
     thread, got = _claim_in_thread(budget, 30)
     _waiting(budget, 1)
-    assert thread.is_alive() and not got
+    assert thread.is_alive()
+    assert not got
     assert budget.held == 80
     held.release()
     thread.join(10)
@@ -93,7 +94,8 @@ def test_a_message_larger_than_the_limit_passes_alone() -> None:
     _waiting(budget, 1)
     big.release()
     thread.join(10)
-    assert got and budget.held == 1
+    assert got
+    assert budget.held == 1
 
 
 def test_past_its_patience_a_claim_passes_and_is_counted() -> None:
@@ -114,7 +116,8 @@ def test_closing_wakes_a_waiting_claim_and_later_ones_do_not_wait() -> None:
     _waiting(budget, 1)
     budget.close()
     thread.join(10)
-    assert not thread.is_alive() and got
+    assert not thread.is_alive()
+    assert got
     budget.claim(500, patience=LONG)  # returns at once
     assert budget.waits == 1
     held.release()
