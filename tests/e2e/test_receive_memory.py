@@ -18,7 +18,7 @@ from tests.conftest import LOCK_RULE
 from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto
 from tests.support.ollama_standin import ChatRequest, OllamaStandin, default_reply
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(600)]
 
 CAMERA = "cameras/front_door/snapshot"
 RESULTS = "llm2mqtt/front_door_lock/result"
@@ -80,13 +80,14 @@ def _jobs(daemon: Daemon) -> dict[str, int]:
         return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait(condition: Callable[[], bool], timeout: float, what: str, daemon: Daemon) -> None:
     event = threading.Event()
     for _ in range(int(timeout / 0.2)):
         if condition():
             return
         event.wait(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
+    log = daemon.output().splitlines()
+    raise AssertionError(f"not within {timeout}s: {what}; journal {_jobs(daemon)}; log ends {log[-20:]}")
 
 
 def _settings() -> dict[str, Any]:
@@ -112,7 +113,7 @@ def test_a_flood_of_pictures_many_times_the_bound_is_all_journaled_then_answered
     pictures = _pictures(PICTURES)
     assert sum(map(len, pictures)) > 20 * 1_000_000  # 20 times mqtt.receive_memory
     _flood(broker.port, pictures)
-    _wait(lambda: sum(_jobs(proc).values()) >= PICTURES, 300, f"{PICTURES} jobs journaled")
+    _wait(lambda: sum(_jobs(proc).values()) >= PICTURES, 300, f"{PICTURES} jobs journaled", proc)
     states = _jobs(proc)
     assert sum(states.values()) == PICTURES, states
     assert "failed" not in states, states
@@ -128,12 +129,10 @@ def test_a_stop_while_the_intake_is_held_back_exits_cleanly_and_loses_nothing(
     proc = daemon([LOCK_RULE], **_settings())
     collector.wait_for("llm2mqtt/bridge/state")
     _flood(broker.port, _pictures(PICTURES))  # all in flight to the daemon now
-    _wait(lambda: PAUSED in proc.output(), 120, "the intake held back")
+    _wait(lambda: PAUSED in proc.output(), 120, "the intake held back", proc)
     assert proc.stop() == 0  # SIGTERM; the broker keeps what was not acknowledged
-    after_stop = sum(_jobs(proc).values())
-    assert after_stop <= PICTURES
     again = daemon([LOCK_RULE], **_settings())  # same folder, same journal, same session
-    _wait(lambda: sum(_jobs(again).values()) >= PICTURES, 300, f"{PICTURES} jobs journaled")
+    _wait(lambda: sum(_jobs(again).values()) >= PICTURES, 300, f"{PICTURES} jobs journaled", again)
     model.set()
     _answered_once(collector, PICTURES)
     assert _jobs(again) == {"done": PICTURES}
