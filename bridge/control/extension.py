@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config.loader import load_config
+from bridge.config.redact import redact_url, redact_urls_in
 from bridge.config.rules import RuleBase
 from bridge.control.reload import plan_reload
 from bridge.errors import BackendError, ConfigError
 from bridge.extension import Core, Extension
+from bridge.pipeline.backend_pool import ModelServer
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound
@@ -127,14 +129,23 @@ class ControlExtension(Extension):
         self.core.publish([OutboxMessage(self.core.topics.response(name), body, qos=1)])
 
     async def _health_check(self, body: dict[str, Any]) -> dict[str, Any]:
-        backend = self.core.backend
-        ollama: dict[str, Any] = {"url": backend.url}
-        try:
-            ollama["loaded"] = sorted(await backend.loaded())
-            ollama["reachable"] = True
-        except BackendError as exc:
-            ollama.update(reachable=False, error=str(exc))
-        return {"healthy": bool(ollama["reachable"]), "broker": {"connected": True}, "ollama": ollama}
+        """Ask every backend now: healthy while at least one of them answers."""
+        members = list(self.core.pool.members.values())
+        answers = await asyncio.gather(*(_probe(member.server) for member in members))
+        backends = {
+            member.name: {"type": member.kind, "url": redact_url(member.server.url), **answer}
+            for member, answer in zip(members, answers, strict=True)
+        }
+        backend = self.core.backend  # the first Ollama one, as `ollama` always said
+        ollama = next(
+            (backends[m.name] for m in members if m.server is backend), {"url": redact_url(backend.url)}
+        )
+        return {
+            "healthy": any(answer["reachable"] for answer in answers),
+            "broker": {"connected": True},
+            "ollama": ollama,
+            "backends": backends,
+        }
 
     async def _reload(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -247,3 +258,11 @@ def _parse(payload: bytes) -> tuple[dict[str, Any], str | None]:
     if not isinstance(body, dict):
         return {}, 'a request is a JSON object, e.g. {"rule": "front_door_lock", "transaction": 1}'
     return body, None
+
+
+async def _probe(server: ModelServer) -> dict[str, Any]:
+    """One backend's answer for health_check: reachable and its loaded models, or the error."""
+    try:
+        return {"reachable": True, "loaded": sorted(await server.probe())}
+    except BackendError as exc:
+        return {"reachable": False, "error": redact_urls_in(str(exc))}

@@ -172,3 +172,31 @@ def test_rule_check_takes_a_snapshot_now(daemon: Callable[..., Daemon], collecto
         assert "has no snapshot source" in refused["error"]
     finally:
         camera.close()
+
+
+@pytest.mark.broker
+def test_health_check_asks_every_backend(
+    daemon: Callable[..., Daemon], collector: Collector, ollama: OllamaStandin
+) -> None:
+    with OllamaStandin() as second:
+        backend = {"type": "ollama", "parallel": 1, "retries": 0, "connect_timeout": 1}
+        daemon(
+            [TOPIC_RULE],
+            ollama=None,
+            backends={"mini": {**backend, "url": ollama.url}, "pc": {**backend, "url": second.url}},
+        )
+        online(collector)
+        both = request(collector, "health_check", {}, 1)["data"]
+        assert both["healthy"] is True
+        assert {name: b["reachable"] for name, b in both["backends"].items()} == {"mini": True, "pc": True}
+        assert both["ollama"]["url"] == ollama.url  # the first Ollama backend, as before
+        ollama.stop()  # the first backend leaves: the other still serves, so the bridge is healthy
+        one = request(collector, "health_check", {}, 2)["data"]
+        assert one["healthy"] is True
+        assert one["backends"]["mini"]["reachable"] is False
+        assert "error" in one["backends"]["mini"]
+        assert one["backends"]["pc"] == {"type": "ollama", "url": second.url, "reachable": True, "loaded": []}
+        second.stop()
+        none = request(collector, "health_check", {}, 3)["data"]
+        assert none["healthy"] is False
+        assert not any(b["reachable"] for b in none["backends"].values())
