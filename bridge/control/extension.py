@@ -168,6 +168,11 @@ class ControlExtension(Extension):
         rule = self._rule(body)
         (self._paused.add if paused else self._paused.discard)(rule.name)
         await asyncio.to_thread(self._save_paused)
+        if rule.schedule is not None:
+            # A paused rule's schedule stops too (no snapshots only to skip them), and its
+            # `paused` switch in Home Assistant shows it: through the schedule's public topic.
+            switch = b"ON" if paused else b"OFF"
+            self.core.publish([OutboxMessage(self.core.topics.paused_set(rule.name), switch, qos=1)])
         return {"rule": rule.name, "paused": paused}
 
     async def _check(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +183,7 @@ class ControlExtension(Extension):
                 f"{self.core.topics.run(rule.name)} instead"
             )
         # The scheduled-checks feature owns snapshots; its public topic starts the check.
-        self.core.publish([OutboxMessage(f"{self.core.topics.base}/{rule.name}/check", b"", qos=1)])
+        self.core.publish([OutboxMessage(self.core.topics.check(rule.name), b"", qos=1)])
         return {"rule": rule.name, "requested": True}
 
     async def _models(self, body: dict[str, Any]) -> dict[str, Any]:

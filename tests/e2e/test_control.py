@@ -1,6 +1,7 @@
 """The control plane: requests on llm2mqtt/bridge/request/<name>, against a real daemon and broker."""
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -170,6 +171,33 @@ def test_rule_check_takes_a_snapshot_now(daemon: Callable[..., Daemon], collecto
         refused = request(collector, "rule/check", {"rule": "message_topic"}, 2)
         assert refused["status"] == "error"
         assert "has no snapshot source" in refused["error"]
+    finally:
+        camera.close()
+
+
+@pytest.mark.broker
+def test_pausing_a_scheduled_rule_pauses_its_schedule_too(
+    daemon: Callable[..., Daemon], collector: Collector
+) -> None:
+    camera = Camera(jpeg(220))
+    try:
+        scheduled = {**LOCK_RULE, "snapshot": {"url": camera.url}, "schedule": {"every": "1s"}}
+        daemon([scheduled])
+        online(collector)
+        switch = "llm2mqtt/front_door_lock/paused"
+        collector.wait_for("llm2mqtt/front_door_lock/result")  # the schedule runs
+        request(collector, "rule/pause", {"rule": "front_door_lock"}, 1)
+        collector.wait_for(switch, where=lambda m: m.payload == b"ON")  # Home Assistant's switch
+        time.sleep(1.5)  # a tick already under way ends
+        hits = camera.hits
+        time.sleep(3)
+        assert camera.hits == hits  # no snapshots taken only to be skipped
+        request(collector, "rule/resume", {"rule": "front_door_lock"}, 2)
+        collector.wait_for(switch, where=lambda m: m.payload == b"OFF")
+        deadline = time.monotonic() + 10
+        while camera.hits == hits:
+            assert time.monotonic() < deadline, "the schedule did not resume"
+            time.sleep(0.1)
     finally:
         camera.close()
 
