@@ -34,6 +34,7 @@ TOLERANCE_DB = 0.1  # decoding at 1/8 and upscaling loses ~0.4 dB here, a biline
 OURS, PLAIN = "prepare_image", "plain: full decode + thumbnail"
 _Resample = Image.Resampling
 Path = Callable[[bytes], "bytes | None"]  # None: a decode-only floor, with no output to judge
+Timings = dict[tuple[int, str], tuple[list[float], list[float]]]  # (source quality, path): cpu, wall
 
 
 def snapshot_scene(size: tuple[int, int] = SIZE, seed: int = 7) -> Image.Image:
@@ -70,10 +71,8 @@ def snapshot_scene(size: tuple[int, int] = SIZE, seed: int = 7) -> Image.Image:
 
 def rule_image_spec(max_side: int = 640) -> ImageSpec:
     """The ImageSpec the daemon builds for a rule with `image: {max_side: 640}` and default limits."""
-    rule = YesNoRule.model_validate(
-        {"name": "bench_image", "handler": "yes_no", "model": "m", "prompt": "?", "image": {"max_side": max_side}}
-    )
-    return image_spec(rule, LimitsSettings())
+    rule = {"name": "bench_image", "handler": "yes_no", "model": "m", "prompt": "?"}
+    return image_spec(YesNoRule.model_validate({**rule, "image": {"max_side": max_side}}), LimitsSettings())
 
 
 def _encode(img: Image.Image, quality: int) -> bytes:
@@ -153,13 +152,17 @@ def psnr(data: bytes, reference: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * float(np.log10(255**2 / mse))
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
 def _reference(data: bytes, side: int) -> np.ndarray:
     with Image.open(BytesIO(data)) as img:
         img.load()
         return np.asarray(img.resize(_target(img.size, side), _Resample.LANCZOS), dtype=np.float64)
 
 
-def _time_rounds(sources: dict[int, bytes], paths: dict[str, Path], repeat: int) -> dict[tuple[int, str], Any]:
+def _time_rounds(sources: dict[int, bytes], paths: dict[str, Path], repeat: int) -> Timings:
     """CPU and wall milliseconds of every (source, path) pair; pairs rotate from round to round."""
     pairs = [(quality, name) for quality in sources for name in paths]
     cpu: dict[tuple[int, str], list[float]] = {pair: [] for pair in pairs}
@@ -176,7 +179,7 @@ def _time_rounds(sources: dict[int, bytes], paths: dict[str, Path], repeat: int)
     return {pair: (cpu[pair], wall[pair]) for pair in pairs}
 
 
-def _report(quality: int, data: bytes, paths: dict[str, Path], timings: dict[Any, Any], side: int) -> dict[str, Any]:
+def _report(quality: int, data: bytes, paths: dict[str, Path], timings: Timings, side: int) -> dict[str, Any]:
     """Print one source quality's table and return its figures."""
     reference = _reference(data, side)
     rows: dict[str, dict[str, Any]] = {}
@@ -196,9 +199,10 @@ def _report(quality: int, data: bytes, paths: dict[str, Path], timings: dict[Any
     print(f"\nsource JPEG quality {quality}: {SIZE[0]}x{SIZE[1]}, {len(data):,} bytes -> {side} px")
     print(f"{'path':40} {'cpu ms':>7} {'(min)':>7} {'wall ms':>8} {'PSNR dB':>8} {'bytes':>7}  as good")
     for name, r in rows.items():
-        judged = r["psnr"] is not None
-        quality_text = f"{r['psnr']:8.2f} {r['bytes']:7d}  {'yes' if r['psnr'] >= floor_db else 'no'}" if judged else ""
-        print(f"{name:40} {r['cpu']:7.1f} {r['cpu_min']:7.1f} {r['wall']:8.1f} {quality_text}")
+        judged = (
+            "" if r["psnr"] is None else f"{r['psnr']:8.2f} {r['bytes']:7d}  {_yes(r['psnr'] >= floor_db)}"
+        )
+        print(f"{name:40} {r['cpu']:7.1f} {r['cpu_min']:7.1f} {r['wall']:8.1f} {judged}")
     ours, plain = rows[OURS]["cpu"], rows[PLAIN]["cpu"]
     figures = {
         "source_bytes": len(data),
@@ -216,7 +220,8 @@ def _report(quality: int, data: bytes, paths: dict[str, Path], timings: dict[Any
     print(
         f"fastest as good (PSNR >= plain - {TOLERANCE_DB} dB): {fastest}; "
         f"ours/fastest {figures['ours_over_fastest']} (aim <= 1.1); plain/ours {figures['plain_over_ours']}; "
-        f"ceilings plain/decode-only 1/4 {figures['plain_over_decode_1_4']}, 1/8 {figures['plain_over_decode_1_8']}"
+        f"ceilings plain/decode-only: 1/4 {figures['plain_over_decode_1_4']}, "
+        f"1/8 {figures['plain_over_decode_1_8']}"
     )
     return figures
 
@@ -235,7 +240,8 @@ def bench_image_path(repeat: int = 15) -> dict[str, Any]:
         f"# image_path: {repeat} interleaved rounds, output {side} px at JPEG quality {spec.quality} "
         f"(the rule default); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
-    result: dict[str, Any] = {"repeat": repeat, "output_quality": spec.quality, "load1": round(load_after[0], 2)}
+    result: dict[str, Any] = {"repeat": repeat, "output_quality": spec.quality}
+    result["load1"] = [round(load_before[0], 2), round(load_after[0], 2)]
     for quality, data in sources.items():
         result[f"q{quality}"] = _report(quality, data, paths, timings, side)
     return result
