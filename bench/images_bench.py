@@ -2,9 +2,11 @@
 
 Run: `python -m bench image_path`. One synthetic 4000x3000 scene, saved at JPEG quality 90 and 75,
 goes through every path below to a 640-pixel JPEG at the quality a rule with `max_side: 640`
-asks for. Rounds run every (source, path) pair in a rotating order, so load from other processes
-on the machine hits all of them alike; figures are process CPU time (steadier than wall time on
-a shared machine), median and min over the rounds, with wall time beside.
+asks for. Each round runs every (source, path) pair in a new random order, so load from other
+processes on the machine hits all of them alike and no path always follows the same neighbour
+(after a full decode frees its 48 MB, the next path pays for fresh pages); figures are process
+CPU time (steadier than wall time on a shared machine), median and min over the rounds, with
+wall time beside.
 
 Same output quality is measured, not assumed: each output is decoded and compared (PSNR) with a
 reference made by a LANCZOS resize of the full decode. A candidate counts as "as good" when its
@@ -14,6 +16,7 @@ PSNR is at most TOLERANCE_DB below the plain path's; the decode-only rows are fl
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -163,15 +166,15 @@ def _reference(data: bytes, side: int) -> np.ndarray:
 
 
 def _time_rounds(sources: dict[int, bytes], paths: dict[str, Path], repeat: int) -> Timings:
-    """CPU and wall milliseconds of every (source, path) pair; pairs rotate from round to round."""
+    """CPU and wall milliseconds of every (source, path) pair, in a new seeded order each round."""
     pairs = [(quality, name) for quality in sources for name in paths]
     cpu: dict[tuple[int, str], list[float]] = {pair: [] for pair in pairs}
     wall: dict[tuple[int, str], list[float]] = {pair: [] for pair in pairs}
     for quality, name in pairs:  # warm-up: imports, plugin registration, first allocations
         paths[name](sources[quality])
-    for round_ in range(repeat):
-        shift = round_ * 7 % len(pairs)
-        for quality, name in pairs[shift:] + pairs[:shift]:
+    order = random.Random(15)
+    for _ in range(repeat):
+        for quality, name in order.sample(pairs, len(pairs)):
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             paths[name](sources[quality])
             cpu[(quality, name)].append((time.process_time() - cpu_start) * 1000)
