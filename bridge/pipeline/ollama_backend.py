@@ -103,23 +103,19 @@ class OllamaBackend:
         deadline: float,
     ) -> LlmReply:
         started = time.perf_counter()
-        pieces: list[str] = []
-        final: ollama.ChatResponse | None = None
         self.calls += 1
         try:
             async with asyncio.timeout(deadline):
-                stream = await self._client.chat(
+                # One answer in one body: streamed, every token is a line the client reads,
+                # parses and validates, which cost more CPU than the rest of the job.
+                final = await self._client.chat(
                     model=model,
                     messages=messages,
                     format=schema,
                     options=options,
                     keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
-                    stream=True,
+                    stream=False,
                 )
-                async for part in stream:
-                    pieces.append(part.message.content or "")
-                    if part.done:
-                        final = part
         except TimeoutError:
             raise BackendUnavailable(
                 f"Ollama at {self.url} did not answer within {deadline:.0f}s "
@@ -129,16 +125,14 @@ class OllamaBackend:
         except ollama.ResponseError as exc:
             raise self._translate(exc, model) from None
         except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
-            # The client wraps a refused connection in ConnectionError, except when streaming.
+            # The client wraps a refused connection in ConnectionError.
             raise self._unreachable() from None
         except httpx.TransportError as exc:
             raise BackendUnavailable(
                 f"the connection to Ollama at {self.url} broke off mid-answer ({type(exc).__name__})"
             ) from None
-        if final is None:
-            raise BackendUnavailable(f"Ollama at {self.url} ended the answer without its final part")
         return LlmReply(
-            content="".join(pieces),
+            content=final.message.content or "",
             model=final.model or model,
             load_ms=(final.load_duration or 0) / _NS_PER_MS,
             prompt_ms=(final.prompt_eval_duration or 0) / _NS_PER_MS,
