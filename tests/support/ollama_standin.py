@@ -807,7 +807,6 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
-
     def _generate_while_connected(self, seconds: float) -> bool:
         """Stall `seconds` as a generation does; False as soon as the client has hung up."""
         deadline = time.monotonic() + seconds
