@@ -23,7 +23,7 @@ from bench.common import env_note
 
 
 def _image_path(quick: bool) -> dict[str, Any]:
-    return images_bench.bench_image_path(repeat=5 if quick else 15)
+    return images_bench.bench_image_path(repeat=5 if quick else 31)
 
 
 def _compare(kind: compare.BrokerKind) -> Callable[[bool], dict[str, Any]]:

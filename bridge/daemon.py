@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 from bridge import __version__
 from bridge.config.redact import effective_config, redact_url
 from bridge.config.rules import RuleBase
-from bridge.config.settings import Config
+from bridge.config.settings import Config, rule_backends
 from bridge.extension import Extension, input_topics
 from bridge.features import build_features
 from bridge.pipeline import heartbeat
@@ -64,7 +64,7 @@ class Bridge:
         self.runner: Runner
         self.pool: BackendPool
         self.health: HealthReporter
-        # The first Ollama backend: what backend/models, backend/pull and preloading talk to.
+        # The first Ollama backend: what backend/models and backend/pull talk to.
         self.backend: OllamaBackend
         self._ollama: list[OllamaBackend] = []
         self.metrics: Metrics
@@ -315,12 +315,9 @@ class Bridge:
     def load(self) -> int:
         return len(self.queue) + len(self.runner.running)
 
-    async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
-        if not self._ollama:
-            return  # no Ollama: OpenAI-compatible servers load models on their own
-        await self.backend.chat(
-            model=model, messages=[], schema=None, keep_alive=keep_alive, deadline=deadline
-        )
+    async def preload(self, rule: RuleBase) -> None:
+        backends = rule_backends(rule, self.settings.backend_settings(), image=rule.accepted == "image")
+        await self.pool.preload(backends, rule.model_for, keep_alive=rule.keep_alive, deadline=rule.timeout)
 
     def _on_message(self, message: Inbound) -> None:
         if not self._accepting:

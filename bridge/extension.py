@@ -91,8 +91,9 @@ class Core(Protocol):
     def load(self) -> int:
         """Jobs waiting or running now."""
 
-    async def preload(self, model: str, keep_alive: str | float | None, deadline: float | None) -> None:
-        """Ask the backend to load `model` ahead of a job; raises BackendError."""
+    async def preload(self, rule: RuleBase) -> None:
+        """Ask the Ollama backend the rule's next job would most likely use to load its model;
+        raises BackendError."""
 
     def tap_outbox(self, tap: Callable[[list[OutboxMessage]], None]) -> None:
         """Show `tap` every outbox message once it is committed, in order (the web's live view)."""

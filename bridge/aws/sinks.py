@@ -7,6 +7,7 @@ row is dropped, so it cannot hold the rest back forever.
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 from bridge.aws.clients import AwsClients, AwsContext, AwsError
 from bridge.extension import Core, Extension
 from bridge.pipeline.journal import OutboxMessage
+from bridge.pipeline.retry import Backoff, send_until_accepted
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,7 @@ class RetryingSink:
         self._queue: asyncio.Queue[tuple[OutboxMessage, Callable[[int], None]]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._count = workers
-        self._first_delay = first_delay
-        self._max_delay = max_delay
-        self.delivered = 0
-        self.failures = 0
+        self._backoff = Backoff(first_delay, max_delay)
 
     def send(self, row: OutboxMessage, done: Callable[[int], None]) -> None:
         if not self._workers:
@@ -53,28 +52,12 @@ class RetryingSink:
     async def _work(self) -> None:
         while True:
             row, done = await self._queue.get()
-            delay = self._first_delay
-            while True:
-                try:
-                    await self._aws.call(self._deliver, row=row)
-                except AwsError as exc:
-                    self.failures += 1
-                    if exc.permanent:
-                        log.error(
-                            "%s: dropping a message to %s that can never be sent: %s",
-                            self.name,
-                            row.topic,
-                            exc,
-                        )
-                        break
-                    log.warning(
-                        "%s: sending to %s failed (%s); retrying in %.1fs", self.name, row.topic, exc, delay
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._max_delay)
-                    continue
-                self.delivered += 1
-                break
+            await send_until_accepted(
+                functools.partial(self._aws.call, self._deliver, row=row),
+                refused=AwsError,
+                what=f"{self.name}: a message to {row.topic}",
+                backoff=self._backoff,
+            )
             done(row.id)
 
     async def close(self) -> None:

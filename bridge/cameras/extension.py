@@ -153,7 +153,7 @@ class CamerasExtension(Extension):
     async def _preload(self, rule: RuleBase) -> None:
         """Ask Ollama to load the model before the check needs it (a chat with no messages)."""
         try:
-            await self.core.preload(rule.model, rule.keep_alive, rule.timeout)
+            await self.core.preload(rule)
         except BackendError as exc:
             log.info("%s: preloading %s failed: %s", rule.name, rule.model, exc)
 

@@ -1,9 +1,9 @@
 """The parts of a rule that every handler shares. Handlers extend `RuleBase` with their own keys."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from jinja2 import TemplateSyntaxError
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from bridge.config.aws import QUEUE_URL_PATTERN, SnsTarget
 from bridge.config.base import StrictModel
@@ -14,6 +14,19 @@ from bridge.config.templates import compile_template
 from bridge.config.units import Duration
 
 RULE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
+
+
+# What rule files may write, which the loader turns into `model` + `models` and a list:
+# `model: {mini: qwen2.5vl:3b, cloud: gpt-4o-mini}` and `backend: mini`.
+_MODEL_OR_MAP: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string", "minLength": 1}},
+    ]
+}
+_NAME_OR_LIST: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+}
 
 
 class MqttInput(StrictModel):
@@ -73,14 +86,14 @@ class RuleBase(StrictModel):
         description="Lower-case letters, digits and _; used in topics and entity ids",
     )
     handler: str = Field(description="Which built-in handler answers: yes_no, classify, ...")
-    model: str = Field(
+    model: Annotated[str, WithJsonSchema(_MODEL_OR_MAP)] = Field(
         min_length=1,
         description="Model, e.g. qwen2.5vl:3b; or a map backend → model where the names differ",
     )
     models: dict[str, str] = Field(
         default_factory=dict, description="Model per backend where it differs from `model`"
     )
-    backend: list[str] | None = Field(
+    backend: Annotated[list[str] | None, WithJsonSchema(_NAME_OR_LIST)] = Field(
         None, description="Backends to use, in order of preference (default: every local one)"
     )
     allow_remote: bool = Field(False, description="Images may go to backends that are not local")

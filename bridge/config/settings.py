@@ -51,6 +51,12 @@ class MqttSettings(StrictModel):
         description="MQTT 5: how many unacknowledged QoS 1 inputs the broker may send at once;"
         " past its own queue limit (Mosquitto: max_queued_messages) a broker drops the rest",
     )
+    receive_memory: Size = Field(
+        8_000_000,
+        description="Most bytes of received input payloads held in memory until they are journaled;"
+        " past it the daemon reads no more from the broker until the journal catches up (the rest"
+        " waits in the connection and at the broker, none is dropped). At least 1MB",
+    )
     tls: TlsSettings | None = None
     reply_deny: list[str] = Field(
         default_factory=list,
@@ -84,6 +90,16 @@ class MqttSettings(StrictModel):
         except ValueError:
             raise ValueError("the URL's port is not a number") from None
         return url
+
+    @field_validator("receive_memory")
+    @classmethod
+    def _room_for_a_batch(cls, size: int) -> int:
+        if size < 1_000_000:
+            raise ValueError(
+                f"{size:,} bytes is too little: at least 1MB, so that a group commit journals more"
+                " than one picture at a time (8MB by default)"
+            )
+        return size
 
     @property
     def host(self) -> str:

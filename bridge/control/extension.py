@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config.loader import load_config
+from bridge.config.redact import redact_url, redact_urls_in
 from bridge.config.rules import RuleBase
 from bridge.control.reload import plan_reload
 from bridge.errors import BackendError, ConfigError
 from bridge.extension import Core, Extension
+from bridge.pipeline.backend_pool import ModelServer
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound
@@ -127,14 +129,23 @@ class ControlExtension(Extension):
         self.core.publish([OutboxMessage(self.core.topics.response(name), body, qos=1)])
 
     async def _health_check(self, body: dict[str, Any]) -> dict[str, Any]:
-        backend = self.core.backend
-        ollama: dict[str, Any] = {"url": backend.url}
-        try:
-            ollama["loaded"] = sorted(await backend.loaded())
-            ollama["reachable"] = True
-        except BackendError as exc:
-            ollama.update(reachable=False, error=str(exc))
-        return {"healthy": bool(ollama["reachable"]), "broker": {"connected": True}, "ollama": ollama}
+        """Ask every backend now: healthy while at least one of them answers."""
+        members = list(self.core.pool.members.values())
+        answers = await asyncio.gather(*(_probe(member.server) for member in members))
+        backends = {
+            member.name: {"type": member.kind, "url": redact_url(member.server.url), **answer}
+            for member, answer in zip(members, answers, strict=True)
+        }
+        backend = self.core.backend  # the first Ollama one, as `ollama` always said
+        ollama = next(
+            (backends[m.name] for m in members if m.server is backend), {"url": redact_url(backend.url)}
+        )
+        return {
+            "healthy": any(answer["reachable"] for answer in answers),
+            "broker": {"connected": True},
+            "ollama": ollama,
+            "backends": backends,
+        }
 
     async def _reload(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -157,6 +168,11 @@ class ControlExtension(Extension):
         rule = self._rule(body)
         (self._paused.add if paused else self._paused.discard)(rule.name)
         await asyncio.to_thread(self._save_paused)
+        if rule.schedule is not None:
+            # A paused rule's schedule stops too (no snapshots only to skip them), and its
+            # `paused` switch in Home Assistant shows it: through the schedule's public topic.
+            switch = b"ON" if paused else b"OFF"
+            self.core.publish([OutboxMessage(self.core.topics.paused_set(rule.name), switch, qos=1)])
         return {"rule": rule.name, "paused": paused}
 
     async def _check(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +183,7 @@ class ControlExtension(Extension):
                 f"{self.core.topics.run(rule.name)} instead"
             )
         # The scheduled-checks feature owns snapshots; its public topic starts the check.
-        self.core.publish([OutboxMessage(f"{self.core.topics.base}/{rule.name}/check", b"", qos=1)])
+        self.core.publish([OutboxMessage(self.core.topics.check(rule.name), b"", qos=1)])
         return {"rule": rule.name, "requested": True}
 
     async def _models(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -247,3 +263,11 @@ def _parse(payload: bytes) -> tuple[dict[str, Any], str | None]:
     if not isinstance(body, dict):
         return {}, 'a request is a JSON object, e.g. {"rule": "front_door_lock", "transaction": 1}'
     return body, None
+
+
+async def _probe(server: ModelServer) -> dict[str, Any]:
+    """One backend's answer for health_check: reachable and its loaded models, or the error."""
+    try:
+        return {"reachable": True, "loaded": sorted(await server.probe())}
+    except BackendError as exc:
+        return {"reachable": False, "error": redact_urls_in(str(exc))}

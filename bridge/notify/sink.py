@@ -15,6 +15,7 @@ from typing import Any
 
 from bridge.config.notify import NotifyTarget
 from bridge.pipeline.journal import OutboxMessage
+from bridge.pipeline.retry import Backoff, send_until_accepted
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,8 @@ class AppriseSink:
         self._blob = blob
         self._send = send
         self._slots = asyncio.Semaphore(parallel)
-        self._first_delay, self._max_delay = first_delay, max_delay
+        self._backoff = Backoff(first_delay, max_delay)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.delivered = 0
-        self.failures = 0
 
     def send(self, row: OutboxMessage, done: Callable[[int], None]) -> None:
         task = asyncio.create_task(self._deliver(row, done), name=f"notify-{row.id}")
@@ -102,26 +101,17 @@ class AppriseSink:
             done(row.id)
             return
         attachment = self._attachment(body)
-        delay = self._first_delay
-        while True:
-            try:
-                async with self._slots:
-                    await asyncio.to_thread(
-                        self._send, target.url, body["title"], body["message"], attachment
-                    )
-            except DeliveryFailed as exc:
-                self.failures += 1
-                if exc.permanent:
-                    log.error("%s: notify entry %d: %s; dropping it", body["rule"], body["index"], exc)
-                    break
-                log.warning(
-                    "%s: notify entry %d: %s; retrying in %.0fs", body["rule"], body["index"], exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_delay)
-                continue
-            self.delivered += 1
-            break
+
+        async def send() -> None:
+            async with self._slots:
+                await asyncio.to_thread(self._send, target.url, body["title"], body["message"], attachment)
+
+        await send_until_accepted(
+            send,
+            refused=DeliveryFailed,
+            what=f"{body['rule']}: notify entry {body['index']}",
+            backoff=self._backoff,
+        )
         done(row.id)
 
     def _target(self, body: dict[str, Any]) -> NotifyTarget | None:

@@ -217,6 +217,20 @@ class BackendPool:
             health.latency_ms = (time.perf_counter() - started) * 1000
             return name, reply
 
+    async def preload(self, names: Sequence[str], model_for: Callable[[str], str], **request: Any) -> None:
+        """Load a model ahead of a job on the Ollama backend of `names` that job would most likely
+        get (reachable, the model already there if one has it). Outside the slots: it is a hint,
+        an empty chat that Ollama answers once the model is in memory. OpenAI-compatible
+        servers load models on their own and are left alone."""
+        ollama = [
+            n for n in names if self.members[n].kind == "ollama" and self.health[n].reachable is not False
+        ]
+        if not ollama:
+            return
+        warm = [n for n in ollama if has_model(self.health[n].loaded, model_for(n))]
+        name = (warm or ollama)[0]
+        await self.members[name].server.chat(model=model_for(name), messages=[], schema=None, **request)
+
     async def _lease(self, names: Sequence[str], model_for: Callable[[str], str]) -> str:
         """A slot on the best backend of `names`: free, with the model loaded if one has it."""
         while True:

@@ -184,9 +184,12 @@ def _crop_and_scale(image: Image.Image, shown: tuple[int, int], spec: ImageSpec)
         return image if target == shown else image.crop((left, top, left + width, top + height))
     # Draft decodes at 1/2, 1/4 or 1/8 with sizes rounded up, so map the box per axis; resize()
     # takes a float box, and reducing_gap=3.0 first shrinks by whole factors (fast, same look).
+    # BICUBIC, not LANCZOS: after draft the factor left is under 2, where the two differ by about
+    # 0.03 dB against a LANCZOS resize of the full decode, and BICUBIC's shorter kernel costs
+    # about 30 % less; the resize was a quarter of the time (`python -m bench image_path`).
     sx, sy = image.width / shown[0], image.height / shown[1]
     box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
-    return image.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    return image.resize(target, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
 
 
 def _to_working_mode(image: Image.Image) -> Image.Image:

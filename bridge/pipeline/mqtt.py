@@ -5,6 +5,11 @@ they hand every event to the asyncio loop, in order, through one list: the first
 batch wakes the loop (`call_soon_threadsafe`), the ones paho reads before the loop runs ride
 along, so a burst of acks costs one wake-up, not one each. Calls into paho from the loop
 (publish, ack) are safe: paho guards its queues with locks.
+
+While the received payloads not yet journaled are over `mqtt.receive_memory`, paho's thread
+waits in `_handle_message` (see receive_budget.py). Nothing on the loop waits for that thread:
+publish and ack only queue a packet (under locks paho does not hold while it runs on_message),
+and paho writes them once the thread goes on. `stop` wakes the thread before it waits on it.
 """
 
 import asyncio
@@ -17,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -27,6 +32,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.config.settings import MqttSettings
+from bridge.pipeline.receive_budget import Claim, ReceiveBudget
 from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,8 @@ class Inbound:
     retain: bool
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    # Its share of mqtt.receive_memory: given back on `MqttLink.ack`, or when it is freed.
+    claim: Claim | None = field(default=None, compare=False, repr=False)
 
 
 class MqttLink:
@@ -79,6 +87,7 @@ class MqttLink:
         self.since: float | None = None  # when the link last came up or went down (epoch)
         self._missing_since: float | None = None  # monotonic; set while the broker cannot be reached
         self._stopping = False
+        self.budget = ReceiveBudget(settings.receive_memory)
         if settings.shared_group:
             # Daemons of one group share bridge/state; one that dies leaves its last will there.
             # The others answer it with `online` again (QoS 0: nothing to acknowledge).
@@ -134,7 +143,9 @@ class MqttLink:
             # How many unacknowledged inputs the broker may send us at once. Inputs are acked
             # only once journaled; a broker holds the rest in its own queue for us, which has
             # a limit (Mosquitto: max_queued_messages, 1000) past which it drops messages. A
-            # large window keeps a burst moving to us, where group commits journal it quickly.
+            # large window keeps a burst moving to us, where group commits journal it quickly;
+            # mqtt.receive_memory bounds what waits in our memory meanwhile: past it we stop
+            # reading, and the rest waits in the connection, in flight for the broker (no drop).
             properties.ReceiveMaximum = s.receive_maximum
         log.info("connecting to the broker at %s as %r", s.safe_url(), s.client_id)
         self.client.connect_async(
@@ -183,10 +194,13 @@ class MqttLink:
         """Acknowledge a QoS 1 message (called once its job is durable)."""
         if message.qos > 0:
             self.client.ack(message.mid, message.qos)
+        if message.claim is not None:
+            message.claim.release()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline (retained), then disconnect cleanly."""
         self._stopping = True
+        self.budget.close()  # paho's thread may wait for room: it must go on to say offline
         if self.connected:
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
             try:
@@ -269,6 +283,13 @@ class MqttLink:
             if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
                 client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
             return
+        if self._stopping:
+            return  # not acknowledged: the broker sends it again to our next session
+        # Waits while the inputs not yet journaled are over mqtt.receive_memory; at most half
+        # the keepalive, so that paho still sends acks and pings in time.
+        claim = self.budget.claim(len(message.payload), patience=self.settings.keepalive / 2)
+        if self._stopping:
+            return  # it waited through the start of `stop`: the same as above
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
@@ -280,6 +301,7 @@ class MqttLink:
             retain=bool(message.retain),
             response_topic=response_topic or None,
             correlation_data=correlation,
+            claim=claim,
         )
         self._hand_over(lambda: self._on_message(inbound))
 

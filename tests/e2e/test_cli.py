@@ -172,6 +172,11 @@ def test_schema_documents_validate_the_shipped_config_and_rules(tmp_path: Path) 
     for rule in rules:
         rule_file.validate(rule)
     rule_file.validate(rules)  # a rule file may hold a list of rules
+    # What the loader accepts in shorter forms, the schema accepts too.
+    rule_file.validate(
+        {**rules[0], "model": {"mini": "qwen2.5vl:3b", "pc": "qwen2.5vl:7b"}, "backend": "mini"}
+    )
+    assert not rule_file.is_valid({**rules[0], "model": {}})
     # What the loader refuses, the schema refuses too.
     assert not config.is_valid({**_as_json(ROOT / "config.yaml"), "colour": "red"})
     assert not config.is_valid({"ollama": {"parallel": "two"}})

@@ -1,6 +1,7 @@
 """The control plane: requests on llm2mqtt/bridge/request/<name>, against a real daemon and broker."""
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -172,3 +173,58 @@ def test_rule_check_takes_a_snapshot_now(daemon: Callable[..., Daemon], collecto
         assert "has no snapshot source" in refused["error"]
     finally:
         camera.close()
+
+
+@pytest.mark.broker
+def test_pausing_a_scheduled_rule_pauses_its_schedule_too(
+    daemon: Callable[..., Daemon], collector: Collector
+) -> None:
+    camera = Camera(jpeg(220))
+    try:
+        scheduled = {**LOCK_RULE, "snapshot": {"url": camera.url}, "schedule": {"every": "1s"}}
+        daemon([scheduled])
+        online(collector)
+        switch = "llm2mqtt/front_door_lock/paused"
+        collector.wait_for("llm2mqtt/front_door_lock/result")  # the schedule runs
+        request(collector, "rule/pause", {"rule": "front_door_lock"}, 1)
+        collector.wait_for(switch, where=lambda m: m.payload == b"ON")  # Home Assistant's switch
+        time.sleep(1.5)  # a tick already under way ends
+        hits = camera.hits
+        time.sleep(3)
+        assert camera.hits == hits  # no snapshots taken only to be skipped
+        request(collector, "rule/resume", {"rule": "front_door_lock"}, 2)
+        collector.wait_for(switch, where=lambda m: m.payload == b"OFF")
+        deadline = time.monotonic() + 10
+        while camera.hits == hits:
+            assert time.monotonic() < deadline, "the schedule did not resume"
+            time.sleep(0.1)
+    finally:
+        camera.close()
+
+
+@pytest.mark.broker
+def test_health_check_asks_every_backend(
+    daemon: Callable[..., Daemon], collector: Collector, ollama: OllamaStandin
+) -> None:
+    with OllamaStandin() as second:
+        backend = {"type": "ollama", "parallel": 1, "retries": 0, "connect_timeout": 1}
+        daemon(
+            [TOPIC_RULE],
+            ollama=None,
+            backends={"mini": {**backend, "url": ollama.url}, "pc": {**backend, "url": second.url}},
+        )
+        online(collector)
+        both = request(collector, "health_check", {}, 1)["data"]
+        assert both["healthy"] is True
+        assert {name: b["reachable"] for name, b in both["backends"].items()} == {"mini": True, "pc": True}
+        assert both["ollama"]["url"] == ollama.url  # the first Ollama backend, as before
+        ollama.stop()  # the first backend leaves: the other still serves, so the bridge is healthy
+        one = request(collector, "health_check", {}, 2)["data"]
+        assert one["healthy"] is True
+        assert one["backends"]["mini"]["reachable"] is False
+        assert "error" in one["backends"]["mini"]
+        assert one["backends"]["pc"] == {"type": "ollama", "url": second.url, "reachable": True, "loaded": []}
+        second.stop()
+        none = request(collector, "health_check", {}, 3)["data"]
+        assert none["healthy"] is False
+        assert not any(b["reachable"] for b in none["backends"].values())

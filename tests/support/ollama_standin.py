@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+import select
 import socket
 import threading
 import time
@@ -777,7 +778,10 @@ class _Handler(BaseHTTPRequestHandler):
             }
 
         if not req.stream:
-            sd._sleep(latency)
+            # Ollama stops generating when the client hangs up, streamed or not.
+            if not self._generate_while_connected(latency):
+                self.close_connection = True
+                return
             if brk == "error_line":
                 raise _HTTPError(500, MIDSTREAM_ERROR)
             if brk is None:
@@ -807,6 +811,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _generate_while_connected(self, seconds: float) -> bool:
+        """Stall `seconds` as a generation does; False as soon as the client has hung up."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self.server.standin._stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.1))
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return False
+                except OSError:
+                    return False
+                self.server.standin._stopping.wait(min(left, 0.1))  # a pipelined request waits
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> None:

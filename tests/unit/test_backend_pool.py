@@ -151,3 +151,30 @@ def test_a_backend_that_dies_mid_request_hands_it_to_the_next(standins: list[Oll
         return name
 
     assert asyncio.run(scenario()) == "pc"
+
+
+def test_preload_goes_where_the_rules_job_would_go(standins: list[OllamaStandin]) -> None:
+    """Not always the first Ollama: a backend that is down is passed over, and one that has the
+    model in memory already is preferred, as the job's lease prefers it."""
+    first, second = standins
+
+    async def scenario() -> None:
+        pool = BackendPool([member("mini", first), member("pc", second)], remind_every=0.0)
+        pool.start()
+        await until(lambda: pool.health["pc"].reachable is True and pool.health["mini"].reachable is True)
+        first.stop()
+        await pool.chat(["mini", "pc"], lambda _: MODEL, **ASK)  # finds mini gone, answers on pc
+        second.stop()
+        second.start()  # pc forgets its models: the next preload has to load one there
+        await pool.preload(["mini", "pc"], lambda _: "llama3.2:3b", keep_alive="5m")
+        assert "llama3.2:3b" in second.loaded
+        first.start()
+        pool.health["mini"].reachable = True  # as the health probe would find it
+        pool.health["pc"].loaded = ["llama3.2:3b"]
+        await pool.preload(["mini", "pc"], lambda _: "llama3.2:3b", keep_alive="5m")
+        assert "llama3.2:3b" not in first.loaded  # pc has it: the job would go there
+        await pool.preload(["mini", "pc"], lambda name: {"mini": "qwen2.5vl:3b"}.get(name, "qwen2.5:3b"))
+        assert "qwen2.5vl:3b" in first.loaded  # neither has its model: the first reachable one
+        await pool.close()
+
+    asyncio.run(scenario())

@@ -281,6 +281,16 @@ def test_parallel_limits_concurrency(standin: OllamaStandin) -> None:
     assert len(standin.requests) == 6
 
 
+def test_a_client_that_hangs_up_ends_a_non_streamed_generation(standin: OllamaStandin) -> None:
+    standin.latency = 30.0
+    with ollama.Client(host=standin.url, timeout=0.3) as c, pytest.raises(httpx.ReadTimeout):
+        c.chat(model="llama3.2:3b", messages=ask("slow"), stream=False)
+    deadline = time.monotonic() + 5
+    while standin.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert standin.in_flight == 0  # the slot is free long before the 30 s
+
+
 def test_full_queue_answers_503(standin: OllamaStandin, client: ollama.Client) -> None:
     standin.max_queue, standin.latency = 0, 0.3
 
