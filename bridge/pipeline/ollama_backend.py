@@ -284,6 +284,8 @@ class Workers:
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:
             call, future = item
+            if future.cancelled():
+                continue  # given up on while it waited for a thread: never sent
             try:
                 result, error = call(), None
             except Exception as exc:

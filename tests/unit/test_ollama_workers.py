@@ -42,3 +42,23 @@ def test_never_more_calls_at_once_than_threads_even_after_a_cancel() -> None:
 
     asyncio.run(main())
     assert peak == 2
+
+
+def test_a_call_given_up_on_before_a_thread_took_it_is_never_made() -> None:
+    made: list[str] = []
+    release = threading.Event()
+
+    async def main() -> None:
+        workers = Workers(1, "test")
+        busy = asyncio.ensure_future(workers.run(release.wait))
+        waiting = asyncio.ensure_future(workers.run(lambda: made.append("late")))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # its deadline passed while the only thread was busy
+        await asyncio.sleep(0.01)
+        release.set()
+        await busy
+        await workers.run(lambda: made.append("next"))
+        workers.stop()
+
+    asyncio.run(main())
+    assert made == ["next"]
