@@ -80,7 +80,7 @@ def _config(folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: i
 @contextmanager
 def _system(
     system: System, kind: BrokerKind, *, parallel: int = 1, latency: float = 0.0
-) -> Iterator[tuple[psutil.Process, Client, Client]]:
+) -> Iterator[tuple[psutil.Process, Client, Client, OllamaStandin]]:
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-compare-") as tmp:
         folder = Path(tmp)
         broker = _broker(folder, kind)
@@ -104,7 +104,7 @@ def _system(
             else:
                 _wait_subscribed(client)
             job_round_trips(client, 50, 0, "warm")  # imports, first connections, subscriptions
-            yield psutil.Process(proc.pid), client, counter
+            yield psutil.Process(proc.pid), client, counter, standin
         finally:
             counter.close()
             client.close()
@@ -151,7 +151,7 @@ def overhead(
     system: System, kind: BrokerKind, *, jobs: int, paced: int, counted: int, profile: Path | None = None
 ) -> dict[str, float]:
     """Added latency at 50 jobs/s, burst throughput and CPU per job, writes and messages per job."""
-    with _system(system, kind) as (proc, client, counter):
+    with _system(system, kind) as (proc, client, counter, _standin):
         plain = plain_round_trips(client, paced, 50)
         paced_latency, _ = job_round_trips(client, paced, 50, "paced")
         spy = _py_spy(proc.pid, profile) if profile else None
@@ -213,9 +213,13 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 def saturation(system: System, kind: BrokerKind, *, jobs: int) -> dict[str, float]:
     """Jobs/s against a model that takes 200 ms and runs 2 at once, as a fraction of 10/s."""
-    with _system(system, kind, parallel=2, latency=0.2) as (_proc, client, _counter):
+    with _system(system, kind, parallel=2, latency=0.2) as (_proc, client, _counter, standin):
+        standin.reset_stats()
         wall = _burst(client, jobs, "sat")
-    return {"saturation": round(jobs / wall / 10.0, 3)}
+        peak = standin.peak_open
+    # Requests open at once as the stand-in counts them on arrival (before its own limit of
+    # 2): llm2mqtt must keep it at exactly 2; a bridge without a limit goes past it.
+    return {"saturation": round(jobs / wall / 10.0, 3), "peak_open": peak}
 
 
 def compare(
@@ -236,6 +240,8 @@ def compare(
         for name in mine[0].figures:
             values = [r.figures[name] for r in mine]
             table[f"{system}.{name}"] = {"median": round(median(values), 2), "min": min(values)}
+            if name == "peak_open":
+                table[f"{system}.{name}"]["max"] = max(values)
         table[f"{system}.load1"] = [round(r.load, 2) for r in mine]
     return table
 

@@ -278,6 +278,7 @@ class MqttLink:
             )
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        quick_ack(client)
         if message.topic == self.topics.state and self.settings.shared_group:
             if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
                 client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
@@ -307,6 +308,7 @@ class MqttLink:
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
+        quick_ack(client)
         self._hand_over(lambda: self._on_published(mid))
 
     def _hand_over(self, event: Callable[[], None]) -> None:
@@ -360,3 +362,21 @@ def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
     """Send small packets (acks, results) at once instead of waiting out Nagle's algorithm."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def quick_ack(client: paho.Client) -> None:
+    """Acknowledge what was just read at once, not on the delayed-ACK timer (up to 40 ms).
+
+    A broker without TCP_NODELAY (Mosquitto's default) holds its next small packet to us
+    while the previous one is unacknowledged (Nagle): the next job, after the broker's
+    PUBACK of our result, would wait for our timer. Linux falls back to delayed ACKs on its
+    own, so this is armed after every packet paho reads; elsewhere it does nothing."""
+    if _QUICKACK is None:
+        return
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # not a websocket wrapper, not closed meanwhile
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)

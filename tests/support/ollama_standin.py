@@ -258,6 +258,9 @@ class OllamaStandin:
         # Like a proxy whose Ollama is away: every request answers 502 with nginx's page.
         self.bad_gateway = False
         self.peak_concurrency = 0
+        # Chat requests open at once, counted on arrival, before the stand-in's own `parallel`
+        # makes the extra ones wait: what a client asked for, not what it was given.
+        self.peak_open = 0
         self._parallel, self._running, self._waiting = max(1, parallel), 0, 0
         self._cond = threading.Condition()  # guards the slot counters; wakes queued generations
         self._lock = threading.Lock()  # guards requests, faults and loaded models
@@ -372,6 +375,7 @@ class OllamaStandin:
             self.requests.clear()
         with self._cond:
             self.peak_concurrency = self._running
+            self.peak_open = self._running + self._waiting
 
     def has_model(self, name: str) -> bool:
         """Whether ``name`` is pulled (compared after normalising tags)."""
@@ -418,6 +422,7 @@ class OllamaStandin:
             if self._running >= self._parallel and self._waiting >= self.max_queue:
                 return False
             self._waiting += 1
+            self.peak_open = max(self.peak_open, self._running + self._waiting)
             while self._running >= self._parallel and not self._stopping.is_set():
                 self._cond.wait()
             self._waiting -= 1
