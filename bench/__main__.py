@@ -42,6 +42,7 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,
     "memory": lambda quick: spine.memory(jobs=1000 if quick else 10_000),
+    "memory_bounded": lambda quick: spine.memory(jobs=1000 if quick else 10_000, receive_memory="8MB"),
     "schedule": schedule_bench.schedule,
     "sqs": lambda quick: sqs_bench.bench_sqs(jobs=60 if quick else 300),
     "todo": todo_bench.bench_todo,

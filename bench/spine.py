@@ -108,7 +108,9 @@ class _Snapshots:
         return buffer.getvalue()
 
 
-def memory(jobs: int = 10_000) -> dict[str, Any]:
+def memory(jobs: int = 10_000, receive_memory: str | None = None) -> dict[str, Any]:
+    """RSS with `jobs` pictures queued; `receive_memory` sets mqtt.receive_memory (the bench's
+    broker has max_queued_messages 0, which that setting needs)."""
     rule = {
         "name": "bench_image",
         "handler": "yes_no",
@@ -117,7 +119,8 @@ def memory(jobs: int = 10_000) -> dict[str, Any]:
         "inputs": [{"mqtt": "bench/image"}],
     }
     # The model never answers within the run: every job stays queued.
-    with stack([rule], latency=3600) as (broker, _standin, daemon):
+    mqtt = {"receive_memory": receive_memory} if receive_memory else None
+    with stack([rule], latency=3600, mqtt=mqtt) as (broker, _standin, daemon):
         client = Client(broker.port, ["llm2mqtt/bridge/state"])
         wait_online(client)
         assert daemon.proc is not None

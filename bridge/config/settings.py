@@ -51,11 +51,12 @@ class MqttSettings(StrictModel):
         description="MQTT 5: how many unacknowledged QoS 1 inputs the broker may send at once;"
         " past its own queue limit (Mosquitto: max_queued_messages) a broker drops the rest",
     )
-    receive_memory: Size = Field(
-        8_000_000,
-        description="Most bytes of received input payloads held in memory until they are journaled;"
-        " past it the daemon reads no more from the broker until the journal catches up (the rest"
-        " waits in the connection and at the broker, none is dropped). At least 1MB",
+    receive_memory: Size | None = Field(
+        None,
+        description="Most bytes of received input payloads held in memory until they are journaled"
+        " (default: no bound); past it the daemon reads no more from the broker until the journal"
+        " catches up. Only with a broker that never drops for a slow reader (Mosquitto:"
+        " max_queued_messages 0): a default Mosquitto drops what it cannot write. At least 1MB",
     )
     tls: TlsSettings | None = None
     reply_deny: list[str] = Field(
@@ -93,11 +94,11 @@ class MqttSettings(StrictModel):
 
     @field_validator("receive_memory")
     @classmethod
-    def _room_for_a_batch(cls, size: int) -> int:
-        if size < 1_000_000:
+    def _room_for_a_batch(cls, size: int | None) -> int | None:
+        if size is not None and size < 1_000_000:
             raise ValueError(
                 f"{size:,} bytes is too little: at least 1MB, so that a group commit journals more"
-                " than one picture at a time (8MB by default)"
+                " than one picture at a time (8MB is a good size)"
             )
         return size
 

@@ -6,7 +6,7 @@ batch wakes the loop (`call_soon_threadsafe`), the ones paho reads before the lo
 along, so a burst of acks costs one wake-up, not one each. Calls into paho from the loop
 (publish, ack) are safe: paho guards its queues with locks.
 
-While the received payloads not yet journaled are over `mqtt.receive_memory`, paho's thread
+When `mqtt.receive_memory` is set and the received payloads not yet journaled are over it, paho's thread
 waits in `_handle_message` (see receive_budget.py). Nothing on the loop waits for that thread:
 publish and ack only queue a packet (under locks paho does not hold while it runs on_message),
 and paho writes them once the thread goes on. `stop` wakes the thread before it waits on it.
@@ -143,9 +143,8 @@ class MqttLink:
             # How many unacknowledged inputs the broker may send us at once. Inputs are acked
             # only once journaled; a broker holds the rest in its own queue for us, which has
             # a limit (Mosquitto: max_queued_messages, 1000) past which it drops messages. A
-            # large window keeps a burst moving to us, where group commits journal it quickly;
-            # mqtt.receive_memory bounds what waits in our memory meanwhile: past it we stop
-            # reading, and the rest waits in the connection, in flight for the broker (no drop).
+            # large window keeps a burst moving to us, where group commits journal it quickly.
+            # (mqtt.receive_memory, when set, stops reading past a bound: see receive_budget.py.)
             properties.ReceiveMaximum = s.receive_maximum
         log.info("connecting to the broker at %s as %r", s.safe_url(), s.client_id)
         self.client.connect_async(

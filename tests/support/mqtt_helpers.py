@@ -98,7 +98,17 @@ class Received:
 class Collector:
     """An MQTT client that records everything on its subscriptions (persistent session)."""
 
-    def __init__(self, port: int, topics: list[str], *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        topics: list[str],
+        *,
+        client_id: str | None = None,
+        receive_maximum: int | None = None,
+    ) -> None:
+        """`receive_maximum`: let the broker send that many unacknowledged messages at once; a
+        Mosquitto with its default limits otherwise drops what a slow subscriber leaves queued
+        past 1,000 (as it would for any client)."""
         self.messages: list[Received] = []
         self._lock = threading.Condition()
         self.client = paho.Client(
@@ -111,6 +121,8 @@ class Collector:
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
+        if receive_maximum is not None:
+            props.ReceiveMaximum = receive_maximum
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.subscribed = threading.Event()

@@ -125,6 +125,14 @@ def test_closing_wakes_a_waiting_claim_and_later_ones_do_not_wait() -> None:
 
 def test_the_setting_takes_sizes_and_refuses_less_than_a_megabyte() -> None:
     assert MqttSettings(receive_memory="16MB").receive_memory == 16_000_000
-    assert MqttSettings().receive_memory == 8_000_000
+    assert MqttSettings().receive_memory is None  # off: a default Mosquitto drops for a slow reader
     with pytest.raises(ValueError, match="too little: at least 1MB"):
         MqttSettings(receive_memory="500KB")
+
+
+def test_without_a_limit_nothing_ever_waits() -> None:
+    budget = ReceiveBudget(None)
+    claims = [budget.claim(10_000_000, patience=0.0) for _ in range(5)]
+    assert budget.held == 50_000_000
+    assert (budget.waits, budget.overruns) == (0, 0)
+    del claims
