@@ -286,9 +286,11 @@ class MqttLink:
             return  # not acknowledged: the broker sends it again to our next session
         # Waits while the inputs not yet journaled are over mqtt.receive_memory; at most half
         # the keepalive, so that paho still sends acks and pings in time.
-        claim = self.budget.claim(len(message.payload), patience=self.settings.keepalive / 2)
-        if self._stopping:
-            return  # it waited through the start of `stop`: the same as above
+        claim = None
+        if self.budget.limit is not None:  # off by default: nothing to count or wait for
+            claim = self.budget.claim(len(message.payload), patience=self.settings.keepalive / 2)
+            if self._stopping:
+                return  # it waited through the start of `stop`: the same as above
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

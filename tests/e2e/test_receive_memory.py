@@ -8,7 +8,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -26,15 +25,6 @@ CAMERA = "cameras/front_door/snapshot"
 RESULTS = "llm2mqtt/front_door_lock/result"
 PICTURES = 1500  # past Mosquitto's default max_queued_messages (1000)
 PAUSED = "reading from the broker pauses"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Mosquitto as the setting asks for it: max_queued_messages 0 (the tests' tuned broker)."""
-    server = Mosquitto(tmp_path / "mosquitto")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
