@@ -223,6 +223,7 @@ def _try(config: "Config", args: argparse.Namespace) -> int:
     from bridge.pipeline.images import ImageError
     from bridge.pipeline.payloads import accepts_problem
     from bridge.pipeline.trial import prepare, run_trial
+    from bridge.todo.candidates import trial_fields
     from handlers import handler_for
 
     rule = config.rule(args.rule)
@@ -250,9 +251,12 @@ def _try(config: "Config", args: argparse.Namespace) -> int:
         pool = build_pool(config.settings)
         backends = rule_backends(rule, config.settings.backend_settings(), image=image is not None)
         try:
-            trial = await run_trial(
-                pool, handler_for(rule), rule, text=args.text, image=image, backends=backends
-            )
+            async with trial_fields(config, rule) as note_fields:
+                fields = await note_fields(args.text, {}) if note_fields else None
+                handler = handler_for(rule)
+                trial = await run_trial(
+                    pool, handler, rule, text=args.text, image=image, fields=fields, backends=backends
+                )
         finally:
             await pool.close()
         return trial.result(rule)

@@ -13,7 +13,9 @@ from bridge.eval.dataset import DatasetError, load_samples
 from bridge.eval.export import export
 from bridge.eval.html import render
 from bridge.eval.report import summarize, table
-from bridge.eval.run import Progress, evaluate, missing_models, variants
+from bridge.eval.run import Judgement, Progress, evaluate, missing_models, variants
+from bridge.pipeline.images import PreparedImage
+from bridge.todo.candidates import trial_fields
 
 EXIT_BELOW = 1
 EXIT_INVALID = 2
@@ -50,11 +52,20 @@ def run(config: Config, args: argparse.Namespace) -> int:
         return EXIT_BELOW
     low = args.low_confidence if args.low_confidence is not None else (rule.recheck_below or 0.6)
     progress = Progress(len(chosen) * len(samples) * args.repeat)
-    judgements, images = asyncio.run(
-        evaluate(
-            settings, config.settings.limits, chosen, samples, repeat=args.repeat, progress=progress.step
-        )
-    )
+
+    async def judge() -> tuple[list[Judgement], dict[str, PreparedImage]]:
+        async with trial_fields(config, rule) as note_fields:
+            return await evaluate(
+                settings,
+                config.settings.limits,
+                chosen,
+                samples,
+                repeat=args.repeat,
+                progress=progress.step,
+                note_fields=note_fields,
+            )
+
+    judgements, images = asyncio.run(judge())
     reports = [summarize(variant, judgements, low_confidence=low) for variant in chosen]
     if args.json:
         print(

@@ -3,7 +3,7 @@
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -117,13 +117,16 @@ async def evaluate(
     *,
     repeat: int = 1,
     progress: Callable[[str], None] = lambda variant: None,
+    note_fields: Callable[[str | None, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
 ) -> tuple[list[Judgement], dict[str, PreparedImage]]:
     """Every variant's judgement of every sample, `repeat` times; `settings.parallel` at once.
 
     Variants run one after the other, so Ollama keeps one model loaded at a time.
-    Also returns the prepared images (as the model saw them) by sample name.
+    Also returns the prepared images (as the model saw them) by sample name. `note_fields`
+    gives a text the fields a job's features would add (a note's Todo candidates), once each.
     """
     images, unreadable = _prepare_all(chosen[0].rule, limits, samples)
+    fields = {s.name: await note_fields(s.text, {}) for s in samples} if note_fields else {}
     slots = asyncio.Semaphore(settings.parallel)
     backend = OllamaBackend(settings)
     judgements: list[Judgement] = []
@@ -134,7 +137,8 @@ async def evaluate(
             verdict.error = unreadable[sample.name]
         else:
             async with slots:
-                await _ask(backend, variant, sample, images.get(sample.name), verdict)
+                image, extra = images.get(sample.name), fields.get(sample.name)
+                await _ask(backend, variant, sample, image, extra, verdict)
         progress(variant.name)
         return verdict
 
@@ -148,10 +152,17 @@ async def evaluate(
 
 
 async def _ask(
-    backend: OllamaBackend, variant: Variant, sample: Sample, image: PreparedImage | None, into: Judgement
+    backend: OllamaBackend,
+    variant: Variant,
+    sample: Sample,
+    image: PreparedImage | None,
+    fields: dict[str, Any] | None,
+    into: Judgement,
 ) -> None:
     try:
-        trial = await run_trial(backend, variant.handler, variant.rule, text=sample.text, image=image)
+        trial = await run_trial(
+            backend, variant.handler, variant.rule, text=sample.text, image=image, fields=fields
+        )
     except (InputError, BackendError, AnswerError) as exc:
         into.error = str(exc)
         return

@@ -69,11 +69,13 @@ async def run_trial(
     *,
     text: str | None,
     image: PreparedImage | None,
+    fields: dict[str, Any] | None = None,
     backends: Sequence[str] = ("ollama",),
 ) -> Trial:
     """Ask `rule` about one prepared input, exactly as a job would: through the configured
-    pool and the rule's `backends`, or through one server (the caller bounds its concurrency)."""
-    prompt = PromptInput(text=text, image=image.data if image else None)
+    pool and the rule's `backends`, or through one server (the caller bounds its concurrency).
+    `fields` are what a feature's `prepare` would add (a note's Todo candidates)."""
+    prompt = PromptInput(text=text, image=image.data if image else None, fields=fields or {})
     if isinstance(backend, BackendPool):
         outcome = await ask_model(backend, handler, rule, prompt, backends=backends)
     else:

@@ -7,7 +7,6 @@ and the retained `<base>/todo/list` in the job's own transaction.
 """
 
 import asyncio
-import datetime
 import logging
 import time
 from collections.abc import Iterable
@@ -25,12 +24,12 @@ from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.mqtt import Inbound
 from bridge.pipeline.results import dumps, iso
 from bridge.todo.api import todo_router
+from bridge.todo.candidates import Candidates, ha_task, prompt_fields
 from bridge.todo.decide import Plan, plan_change
 from bridge.todo.embeddings import EmbeddingRanker
 from bridge.todo.ha_backend import HomeAssistantTodo
-from bridge.todo.normalize import fold, warm_up
-from bridge.todo.retrieval import CandidateIndex, fuse
-from bridge.todo.store import Change, Status, Task, TodoError, TodoStore, public
+from bridge.todo.normalize import fold
+from bridge.todo.store import Change, Task, TodoError, TodoStore, public
 from handlers.base import Answer, PromptInput
 
 log = logging.getLogger(__name__)
@@ -50,14 +49,6 @@ def note_key(job: Job) -> str:
     return f"{job.rule}:id:{ident}" if ident is not None else f"{job.rule}:job:{job.id}"
 
 
-def _ha_task(item: dict[str, Any]) -> Task:
-    status: Status = "completed" if item.get("status") == "completed" else "needs_action"
-    return Task(
-        str(item["uid"]), str(item.get("summary", "")), None, status,
-        item.get("due"), item.get("description"), False, 0.0, 0.0,
-    )  # fmt: skip
-
-
 class TodoExtension(Extension):
     """Matches notes to tasks for every `todo_match` rule, on the built-in list or Home Assistant."""
 
@@ -73,17 +64,18 @@ class TodoExtension(Extension):
     async def start(self, core: Core) -> None:
         self.core = core
         self.store = TodoStore(core.data_dir / "todo.sqlite3", genres=self.genres)
-        # pykakasi reads its dictionaries on first use (about half a second) and the index reads
-        # every title: both now, off the loop, so the first note is as quick as the next.
-        self.titles, self.index = await asyncio.to_thread(self._read_titles)
-        self.store.on_change(self._reindex)
         ha = self.settings.homeassistant
         self.ha = HomeAssistantTodo(ha) if self.settings.backend == "homeassistant" and ha else None
+        model = self.settings.embed_model
+        self.embedder = EmbeddingRanker(core.settings.ollama.url, model) if model else None
+        self.candidates = Candidates(self.store, ha=self.ha, embedder=self.embedder)
+        # The index reads every title, and pykakasi its dictionaries when notes are taken:
+        # now, off the loop, so the first note is as quick as the next.
+        await asyncio.to_thread(self.candidates.load, warm=bool(self.rules))
+        self.store.on_change(self.candidates.reindex)
         topics = core.topics
         self.event_topic, self.list_topic = topics.todo_event, topics.todo_list
         self.confirm_topic, self.note_topic = topics.todo_confirm, topics.todo_note
-        model = self.settings.embed_model
-        self.embedder = EmbeddingRanker(core.settings.ollama.url, model) if model else None
         self._router = todo_router(self.store, lambda change: core.publish(self.change_messages(change)))
         if self.rules:
             # The note topic sits under the base topic, where rules may not listen: routed here.
@@ -96,20 +88,6 @@ class TodoExtension(Extension):
 
     def routers(self) -> list[Any]:
         return [self._router] if self._router is not None else []
-
-    def _read_titles(self) -> tuple[dict[str, str], CandidateIndex]:
-        if self.rules:
-            warm_up()
-        titles = {t.uid: t.title for t in self.store.tasks()}
-        return titles, CandidateIndex(titles.items())
-
-    def _reindex(self, before: Task | None, after: Task | None) -> None:
-        if after is not None:
-            self.index.add(after.uid, after.title)
-            self.titles[after.uid] = after.title
-        elif before is not None:
-            self.index.remove(before.uid)
-            self.titles.pop(before.uid, None)
 
     def _on_note(self, message: Inbound) -> None:
         """A note on <base>/todo/note becomes a job of the first todo_match rule (durable before ack)."""
@@ -144,29 +122,9 @@ class TodoExtension(Extension):
     async def prepare(self, job: Job, rule: RuleBase, prompt: PromptInput) -> PromptInput:
         if not isinstance(rule, TodoMatchRule):
             return prompt
-        text = prompt.text or ""
-        k = rule.candidates
-        if self.ha is not None:
-            tasks = {t.uid: t for t in map(_ha_task, await self.ha.items())}
-            titles = {uid: t.title for uid, t in tasks.items()}
-            index = CandidateIndex(titles.items())
-        else:
-            titles, index = self.titles, self.index
-        ranked = [c.uid for c in index.top(text, k)]
-        if self.embedder is not None:
-            await self.embedder.sync(titles)
-            ranked = fuse(ranked, await self.embedder.top(text, k), k=k)
-        if self.ha is not None:
-            found = [tasks[uid] for uid in ranked]
-        else:
-            found = [t for uid in ranked if (t := self.store.get(uid))]
-        candidates = {t.uid: t.as_dict() for t in found}
-        self._pending[job.id] = _Pending(candidates)
-        keys = ("uid", "title", "genre", "status", "due")
-        listed = [{key: t[key] for key in keys} for t in candidates.values()]
-        # Always overwritten: a note's own JSON must not smuggle in candidates.
-        fields = {**prompt.fields, "candidates": listed, "today": datetime.date.today().isoformat()}
-        return replace(prompt, fields=fields)
+        found = await self.candidates.find(prompt.text or "", rule.candidates)
+        self._pending[job.id] = _Pending({t.uid: t.as_dict() for t in found})
+        return replace(prompt, fields=prompt_fields(prompt.fields, found))
 
     async def after_answer(self, job: Job, rule: RuleBase, prompt: PromptInput, answer: Answer) -> Answer:
         if not isinstance(rule, TodoMatchRule):
@@ -315,7 +273,7 @@ class TodoExtension(Extension):
     async def _list_message(self) -> OutboxMessage:
         if self.ha is None:
             return self.list_message()
-        items = [_ha_task(i).as_dict() for i in await self.ha.items()]
+        items = [ha_task(i).as_dict() for i in await self.ha.items()]
         return self._list_payload([i for i in items if i["status"] == "needs_action"])
 
     def _list_payload(self, tasks: list[dict[str, Any]]) -> OutboxMessage:
