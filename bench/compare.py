@@ -186,6 +186,10 @@ def overhead(
             figures["sql_writes_per_job"] = round(writes / counted, 2)
             figures["sql_statements_per_job"] = round(sum(sql.values()) / counted, 2)
             figures["commits_per_job"] = round(sql.get("COMMIT", 0) / counted, 2)
+            if profile is not None:  # which statements a job costs, beside the profile
+                texts = json.loads((config.parent / "sql_texts.json").read_text())
+                per_job = {text: round(n / counted, 2) for text, n in texts.items()}
+                profile.with_suffix(".sql.json").write_text(json.dumps(per_job, indent=1))
     return figures
 
 
@@ -266,6 +270,9 @@ def main() -> None:
         print(f"## {section}")
         for name, pct in rows:
             print(f"{pct:5.1f}%  {name}")
+    print(f"## SQL statements per job ({out.with_suffix('.sql.json')})")
+    for text, n in json.loads(out.with_suffix(".sql.json").read_text()).items():
+        print(f"{n:5.2f}  {text[:150]}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """The daemon with its SQL statements counted: `python -m bench.traced run -c CONFIG`.
 
 SIGUSR1 starts counting every statement the journal executes (sqlite3's trace callback);
-SIGUSR2 writes the counts so far to `sql_counts.json` beside the config and stops counting.
-Counting is off otherwise, so it does not weigh on the CPU measured around it.
+SIGUSR2 writes the counts so far to `sql_counts.json` beside the config (by kind: `UPDATE
+jobs`) and `sql_texts.json` (by statement, its values and list lengths folded: which
+statements a job costs), and stops counting. Counting is off otherwise, so it does not weigh
+on the CPU measured around it.
 """
 
 import json
+import re
 import signal
 import sqlite3
 import sys
@@ -17,6 +20,7 @@ from typing import Any
 from bridge.cli import main
 
 _counts: Counter[str] = Counter()
+_texts: Counter[str] = Counter()
 _connections: list[sqlite3.Connection] = []
 _connect = sqlite3.connect
 
@@ -37,8 +41,22 @@ def statement_kind(sql: str) -> str:
     return verb
 
 
+# The trace shows statements with their values bound: strings, blobs, numbers, NULL.
+_VALUE = re.compile(r"'(?:[^']|'')*'|\bx'[0-9a-f]*'|(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b|\bNULL\b", re.I)
+_REPEATED = re.compile(r"(\([^()]*\))(?:\s*,\s*\1)+")  # the rows of a multi-row INSERT
+_LIST = re.compile(r"\?(?:\s*,\s*\?)+")  # IN (?, ?, ?) and the like
+
+
+def statement_text(sql: str) -> str:
+    """The statement without its values: `DELETE FROM outbox WHERE id IN (?…)` for any ids."""
+    text = _VALUE.sub("?", " ".join(sql.split()))
+    text = _REPEATED.sub(r"\1, …", text)
+    return _LIST.sub("?…", text)
+
+
 def _count(sql: str) -> None:
     _counts[statement_kind(sql)] += 1
+    _texts[statement_text(sql)] += 1
 
 
 def _tracked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
@@ -49,6 +67,7 @@ def _tracked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
 
 def _start(signum: int, frame: FrameType | None) -> None:
     _counts.clear()
+    _texts.clear()
     for db in _connections:
         db.set_trace_callback(_count)
 
@@ -58,6 +77,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
         db.set_trace_callback(None)
     config = Path(sys.argv[sys.argv.index("-c") + 1])
     (config.parent / "sql_counts.json").write_text(json.dumps(dict(_counts)))
+    (config.parent / "sql_texts.json").write_text(json.dumps(dict(_texts.most_common()), indent=1))
 
 
 if __name__ == "__main__":

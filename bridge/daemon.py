@@ -217,6 +217,7 @@ class Bridge:
                 log.exception("extension %s failed to stop cleanly", extension.name)
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
+        self.outbox.flush()  # what the broker has is not sent again at the next start
         self.link.stop()
         await self.pool.close()
         if not self._ollama:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 INTERACTIVE_BOOST = 1000
 # When the journal is over journal.max_size, pruning is tried at most this often.
 SHRINK_EVERY = 60.0
+# How old (seconds) the journal's size may be when deciding that there is room.
+SIZE_AGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ class Intake:
                 f"{waiting:,} jobs are waiting, the limit (limits.max_queued) is {limit:,}; input refused"
             )
         max_size = self._settings.journal.max_size
-        if self._journal.size() <= max_size:
+        # A reading up to SIZE_AGE old, plus what was written since, will do while under the
+        # limit (no query per input); a refusal is decided on a fresh one.
+        if self._journal.size(max_age=SIZE_AGE) <= max_size:
             return
         if time.monotonic() - self._shrunk_at >= SHRINK_EVERY:
             self._shrunk_at = time.monotonic()

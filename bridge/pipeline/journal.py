@@ -39,7 +39,6 @@ from bridge.pipeline.records import (
     OutboxMessage,
     dumps_or_none,
     job_from_row,
-    message_from_row,
     outbox_row,
     with_job,
 )
@@ -103,6 +102,7 @@ class Journal(JournalUpkeep):
         self._rows_added = False  # outbox rows written in this transaction
         # The newest outbox row that is durable: no row after it may leave.
         self._durable_row: int = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+        self._last_row = self._durable_row  # the newest row written (known without a query)
         self._sync = WalSync(
             Path(f"{path}-wal"),
             enabled=synchronous == "full",
@@ -128,10 +128,12 @@ class Journal(JournalUpkeep):
             self._in_tx = True
         if statements > 1:
             self._db.execute("SAVEPOINT write")
+        last_row = self._last_row
         try:
             yield self._db
         except BaseException:
             if statements > 1:
+                self._last_row = last_row  # its rows are undone: their ids may be given again
                 self._db.execute("ROLLBACK TO write")
                 self._db.execute("RELEASE write")
             raise
@@ -151,7 +153,7 @@ class Journal(JournalUpkeep):
         wrote, last_row = self._in_tx, None
         if self._in_tx:
             if self._rows_added:
-                last_row = self._db.execute("SELECT max(id) FROM outbox").fetchone()[0]
+                last_row = self._last_row
             self._db.execute("COMMIT")
             self._in_tx = self._rows_added = False
         committed, self._committed = self._committed, []
@@ -225,17 +227,14 @@ class Journal(JournalUpkeep):
                 "INSERT OR IGNORE INTO blobs (hash, data, created) VALUES (?, ?, ?)",
                 (digest, data, self._clock()),
             )
+        self._grown += len(data)
         return digest
-
-    def get_blob(self, digest: str) -> bytes:
-        row = self._db.execute("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
-        if row is None:
-            raise KeyError(f"image {digest[:12]} is missing from the journal")
-        return bytes(row[0])
 
     # -- jobs -------------------------------------------------------------------------
 
     def add_job(self, job: Job, *, payload_hash: str | None = None) -> None:
+        data = json.dumps(job.input, ensure_ascii=False)
+        self._grown += len(data)
         with self._write() as db:
             db.execute(
                 "INSERT INTO jobs (id, rule, source, state, priority, created, started, finished,"
@@ -255,7 +254,7 @@ class Journal(JournalUpkeep):
                     job.dedupe_key,
                     payload_hash,
                     job.image,
-                    json.dumps(job.input, ensure_ascii=False),
+                    data,
                     dumps_or_none(job.result),
                     job.error,
                 ),
@@ -280,21 +279,26 @@ class Journal(JournalUpkeep):
         ).fetchone()
         return row[0] if row else None
 
-    def get(self, job_id: str) -> Job | None:
-        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return job_from_row(row) if row else None
-
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
+        job = self._start(job_id, "")
+        if job is None:
+            raise KeyError(job_id)
+        return job
+
+    def start_unless_fetching(self, job_id: str) -> Job | None:
+        """`start`, in the same one statement, unless the job is waiting and may have an
+        image_url to fetch first: then None and nothing changed (also for an unknown job)."""
+        return self._start(job_id, _MAY_FETCH)
+
+    def _start(self, job_id: str, unless: str) -> Job | None:
         with self._write() as db:
             row = db.execute(
-                "UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1 WHERE id = ?"
-                f" RETURNING {JOB_COLUMNS}",
+                "UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1"
+                f" WHERE id = ?{unless} RETURNING {JOB_COLUMNS}",
                 (self._clock(), job_id),
             ).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        return job_from_row(row)
+        return job_from_row(row) if row else None
 
     def attach_image(self, job_id: str, digest: str) -> None:
         """Give a waiting job its image (fetched from its image_url) by content hash."""
@@ -306,20 +310,23 @@ class Journal(JournalUpkeep):
         job_id: str,
         state: JobState,
         *,
-        result: dict[str, Any] | None = None,
+        result: dict[str, Any] | bytes | None = None,
         error: str | None = None,
         messages: Iterable[OutboxMessage] = (),
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Record the outcome and queue its messages, in one transaction."""
+        """Record the outcome and queue its messages, in one transaction (`result`: the
+        result, or its JSON encoded)."""
         messages = list(messages)
         failed = state in ("failed", "dead")
+        # A result already encoded (the payload that is published) is stored as it is.
+        text = result.decode() if isinstance(result, bytes) else dumps_or_none(result)
         with self._write(statements=1 + any(m.durable for m in messages) + failed) as db:
             db.execute(
                 "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ?,"
                 " detail = CASE WHEN ?5 IS NULL THEN detail ELSE json_patch(coalesce(detail, '{}'), ?5) END"
                 " WHERE id = ?6",
-                (state, self._clock(), dumps_or_none(result), error, dumps_or_none(detail), job_id),
+                (state, self._clock(), text, error, dumps_or_none(detail), job_id),
             )
             self._add_messages(db, messages, job_id=job_id)
             if failed:  # nobody will look at a failed job's image again: free its space now
@@ -350,7 +357,7 @@ class Journal(JournalUpkeep):
         if not self._in_tx and not any(m.durable for m in messages):
             self._events_ready += messages  # nothing to wait for: only telemetry
             return
-        with self._write() as db:
+        with self._write(statements=1 + (len(messages) > _INSERT_CHUNK)) as db:
             self._add_messages(db, messages)
 
     def _add_messages(
@@ -360,39 +367,29 @@ class Journal(JournalUpkeep):
         messages = list(messages)
         if self._taps:
             self._tapped.extend(m if m.job_id or not job_id else with_job(m, job_id) for m in messages)
-        rows = []
+        rows: list[Any] = []
         for m in messages:
             if m.durable:
-                rows.append(outbox_row(m, now, job_id))
+                rows.extend(outbox_row(m, now, job_id))
             else:
                 self._events.append(m)
-        if rows:
+        # One INSERT for a job's rows (result, state, reply), in chunks well below SQLite's
+        # limit of bound parameters; the newest id comes back without a query.
+        step = _INSERT_CHUNK * _OUTBOX_FIELDS
+        for at in range(0, len(rows), step):
+            chunk = rows[at : at + step]
+            values = ", ".join([_OUTBOX_ROW] * (len(chunk) // _OUTBOX_FIELDS))
+            cursor = db.execute(f"{_INSERT_OUTBOX} {values}", chunk)
             self._rows_added = True
-            db.executemany(
-                "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-
-    def pending_messages(
-        self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
-    ) -> list[OutboxMessage]:
-        """Durable rows after `after`, oldest first; `mqtt` True: only MQTT rows, False: others."""
-        where = "" if mqtt is None else (" AND sink = 'mqtt'" if mqtt else " AND sink != 'mqtt'")
-        rows = self._db.execute(
-            "SELECT id, topic, payload, qos, retain, props, sink, job_id FROM outbox"
-            f" WHERE id > ? AND id <= ?{where} ORDER BY id LIMIT ?",
-            (after, self._durable_row, limit),
-        ).fetchall()
-        return [message_from_row(row) for row in rows]
-
-    def delete_messages(self, ids: Iterable[int]) -> None:
-        """Delete delivered rows: one statement per few hundred rows, not one per row."""
-        ids = list(ids)
-        for at in range(0, len(ids), _DELETE_CHUNK):
-            chunk = ids[at : at + _DELETE_CHUNK]
-            with self._write() as db:
-                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            self._last_row = cursor.lastrowid or self._last_row
+        self._grown += sum(len(m.payload) for m in messages if m.durable)
 
 
-_DELETE_CHUNK = 500  # ids per DELETE, well below SQLite's limit of bound parameters
+_INSERT_OUTBOX = "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id) VALUES"
+_OUTBOX_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_OUTBOX_FIELDS = 8
+_INSERT_CHUNK = 100  # rows per INSERT: 800 bound parameters, below even old SQLite's 999
+# A job that may wait for its image_url to be fetched before it runs (prefetch.py).
+_MAY_FETCH = (
+    " AND NOT (state = 'queued' AND image IS NULL AND json_extract(input, '$.image_url') IS NOT NULL)"
+)

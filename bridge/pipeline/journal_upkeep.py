@@ -1,6 +1,7 @@
-"""The journal's queries, upkeep and smaller tables: open jobs, counts, a rule's last result,
-pruning, its size on disk, dropping old images, requesters waiting for another request's job.
-A part of `Journal`, kept apart for length."""
+"""The journal's queries, upkeep and smaller tables: jobs and images by id, open jobs, counts,
+a rule's last result, outbox rows to send and delivered, pruning, its size on disk, dropping
+old images, requesters waiting for another request's job. A part of `Journal`, kept apart
+for length."""
 
 import json
 import sqlite3
@@ -9,7 +10,10 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from bridge.pipeline.records import JOB_COLUMNS, Job, OpenJob, OutboxMessage, job_from_row
+from bridge.pipeline.records import JOB_COLUMNS, Job, OpenJob, OutboxMessage, job_from_row, message_from_row
+
+# Rows per DELETE of delivered outbox rows, well below SQLite's limit of bound parameters.
+_DELETE_CHUNK = 500
 
 
 class JournalUpkeep:
@@ -17,6 +21,10 @@ class JournalUpkeep:
 
     _db: sqlite3.Connection
     _clock: Callable[[], float] = time.time
+    _durable_row = 0  # the newest outbox row that is durable
+    _page_size = 0  # fixed for a database once created: read once per connection
+    _measured: tuple[float, int] | None = None  # when (monotonic) the size was read, and the size
+    _grown = 0  # bytes of images, inputs and outbox payloads written since
 
     def _write(self, *, statements: int = 1) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
@@ -28,6 +36,16 @@ class JournalUpkeep:
         self, db: sqlite3.Connection, messages: Iterable[OutboxMessage], *, job_id: str | None = None
     ) -> None:
         raise NotImplementedError
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
+
+    def get_blob(self, digest: str) -> bytes:
+        row = self._db.execute("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        if row is None:
+            raise KeyError(f"image {digest[:12]} is missing from the journal")
+        return bytes(row[0])
 
     def open_jobs(self) -> list[OpenJob]:
         """Queued and running jobs (running ones were cut off by a stop or a crash)."""
@@ -80,12 +98,21 @@ class JournalUpkeep:
             )
         return removed
 
-    def size(self) -> int:
-        """Bytes the journal's data takes (free pages, which SQLite reuses, not counted)."""
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * page_size)
+    def size(self, *, max_age: float = 0.0) -> int:
+        """Bytes the journal's data takes (free pages, which SQLite reuses, not counted).
+
+        `max_age`: a reading up to that many seconds old will do, with the bytes written since
+        added (what intake asks per input: no query per job)."""
+        now = time.monotonic()
+        if self._measured is not None and now - self._measured[0] <= max_age:
+            return self._measured[1] + self._grown
+        if not self._page_size:
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        pages = self._db.execute(
+            "SELECT p.page_count - f.freelist_count FROM pragma_page_count() p, pragma_freelist_count() f"
+        ).fetchone()[0]
+        self._measured, self._grown = (now, int(pages) * self._page_size), 0
+        return self._measured[1]
 
     def drop_finished_images(self, target: int) -> int:
         """Delete images that only finished jobs use, oldest first, until the data is under
@@ -103,6 +130,28 @@ class JournalUpkeep:
                 break
             dropped += removed
         return dropped
+
+    # -- outbox rows ----------------------------------------------------------------------
+
+    def pending_messages(
+        self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None
+    ) -> list[OutboxMessage]:
+        """Durable rows after `after`, oldest first; `mqtt` True: only MQTT rows, False: others."""
+        where = "" if mqtt is None else (" AND sink = 'mqtt'" if mqtt else " AND sink != 'mqtt'")
+        rows = self._db.execute(
+            "SELECT id, topic, payload, qos, retain, props, sink, job_id FROM outbox"
+            f" WHERE id > ? AND id <= ?{where} ORDER BY id LIMIT ?",
+            (after, self._durable_row, limit),
+        ).fetchall()
+        return [message_from_row(row) for row in rows]
+
+    def delete_messages(self, ids: Iterable[int]) -> None:
+        """Delete delivered rows: one statement per few hundred rows, not one per row."""
+        ids = list(ids)
+        for at in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[at : at + _DELETE_CHUNK]
+            with self._write() as db:
+                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     # -- requesters waiting for another request's job ------------------------------------
 

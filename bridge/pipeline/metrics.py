@@ -68,15 +68,37 @@ class Metrics:
             "llm2mqtt_tokens", "Tokens of finished jobs", ["rule", "kind"], registry=self.registry
         )
         self.registry.register(_Snapshot(source))
+        # Each rule's series, looked up once: `labels()` takes a lock and builds a key per call.
+        self._series: dict[str, _RuleSeries] = {}
 
     def job_done(self, rule: str, result: dict[str, Any]) -> None:
         """Observe a finished job's latencies and tokens (from its result)."""
+        series = self._series.get(rule)
+        if series is None:
+            series = self._series[rule] = _RuleSeries(
+                self.queue_seconds.labels(rule),
+                self.model_seconds.labels(rule),
+                self.job_seconds.labels(rule),
+                self.tokens.labels(rule, "prompt"),
+                self.tokens.labels(rule, "eval"),
+            )
         timings, tokens = result.get("timings", {}), result.get("tokens", {})
-        self.queue_seconds.labels(rule).observe(timings.get("queued", 0.0) / 1000)
-        self.model_seconds.labels(rule).observe(timings.get("llm", 0.0) / 1000)
-        self.job_seconds.labels(rule).observe(timings.get("total", 0.0) / 1000)
-        for kind in ("prompt", "eval"):
-            self.tokens.labels(rule, kind).inc(tokens.get(kind, 0))
+        series.queue.observe(timings.get("queued", 0.0) / 1000)
+        series.model.observe(timings.get("llm", 0.0) / 1000)
+        series.job.observe(timings.get("total", 0.0) / 1000)
+        series.prompt_tokens.inc(tokens.get("prompt", 0))
+        series.eval_tokens.inc(tokens.get("eval", 0))
+
+
+@dataclass(frozen=True)
+class _RuleSeries:
+    """One rule's children of the histograms and token counters."""
+
+    queue: Histogram
+    model: Histogram
+    job: Histogram
+    prompt_tokens: Counter
+    eval_tokens: Counter
 
 
 class _Snapshot(Collector):

@@ -1,9 +1,11 @@
 """The outbox pump: messages leave the journal only once the broker has them.
 
 Rows are handed to paho in order, at most `window` at a time, once the write that added them
-is committed. A QoS 1 row is deleted when the broker acknowledges it (PUBACK); QoS 0 when paho
-has written it. After a crash, rows still in the table are published again: delivery is at
-least once, and every result carries its job_id so a consumer can tell a repeat.
+is committed. A QoS 1 row is delivered when the broker acknowledges it (PUBACK); QoS 0 when
+paho has written it. Delivered rows are deleted together, one statement every `DELETE_EVERY`
+seconds rather than one per loop iteration. After a crash, rows still in the table are
+published again (those delivered in the last `DELETE_EVERY` seconds among them): delivery is
+at least once, and every result carries its job_id so a consumer can tell a repeat.
 
 QoS 0 telemetry (lifecycle events) has no row: the journal hands it over once the write it
 belongs to is committed, and it is sent after the rows committed with it, while the broker
@@ -25,6 +27,8 @@ from bridge.pipeline.journal import Journal, OutboxMessage
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
+# Delivered rows are gathered this long (seconds) and deleted in one statement.
+DELETE_EVERY = 0.1
 
 
 class Publisher(Protocol):
@@ -65,7 +69,9 @@ class Outbox:
         self._in_flight: dict[int, OutboxMessage] = {}  # paho mid -> outbox row
         self._last_sent = 0
         self._maybe_more = True  # rows may wait in the table beyond what was read
-        self._delivered: list[OutboxMessage] = []
+        self._delivered: list[OutboxMessage] = []  # waiting for the next delete
+        self._delete_at: asyncio.TimerHandle | None = None
+        self._pump_soon = False
         self._sinks: dict[str, Sink] = {}
         self._sink_rows: dict[int, OutboxMessage] = {}  # row id -> row, handed to a sink
         self._last_sink_row = 0
@@ -160,11 +166,8 @@ class Outbox:
 
     def _sink_done(self, row_id: int) -> None:
         row = self._sink_rows.pop(row_id, None)
-        if row is None:
-            return
-        self._journal.delete_messages([row_id])
-        self._settle([row])
-        self.pump()
+        if row is not None:
+            self._delivered_row(row)
 
     def _settle(self, rows: Iterable[OutboxMessage]) -> None:
         """Call back those who wait for a job whose last row just went."""
@@ -190,17 +193,31 @@ class Outbox:
     def on_published(self, mid: int) -> None:
         """The broker has the message with this mid: its row can go."""
         row = self._in_flight.pop(mid, None)
-        if row is None:
-            return  # one of the link's own messages (state, info)
-        self._delivered.append(row)
-        if len(self._delivered) == 1:
-            # One delete and one pump per loop iteration, however many acks arrived in it.
-            if self._loop is not None:
-                self._loop.call_soon(self._flush)
-            else:
-                self._flush()
+        if row is not None:  # else one of the link's own messages (state, info)
+            self._delivered_row(row)
 
-    def _flush(self) -> None:
+    def _delivered_row(self, row: OutboxMessage) -> None:
+        self._delivered.append(row)
+        if self._loop is None:
+            self.flush()
+            return
+        if self._delete_at is None:
+            # One delete per DELETE_EVERY, however many rows were delivered meanwhile.
+            self._delete_at = self._loop.call_later(DELETE_EVERY, self.flush)
+        if (self._maybe_more or self._sink_more) and not self._pump_soon:
+            # Room in the window for rows still in the table: one pump per loop iteration.
+            self._pump_soon = True
+            self._loop.call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_soon = False
+        self.pump()
+
+    def flush(self) -> None:
+        """Delete the rows delivered so far (at a stop, so that they are not sent again)."""
+        if self._delete_at is not None:
+            self._delete_at.cancel()
+            self._delete_at = None
         delivered, self._delivered = self._delivered, []
         if delivered:
             # Nobody waits for a delete: if it is lost in a crash, the row is sent once more.

@@ -45,15 +45,20 @@ class Prefetcher:
         self._slots = asyncio.Semaphore(FETCHES_AT_ONCE)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, job_id: str) -> bool:
-        """Start fetching a waiting job's image_url; True if started (the job is not run now)."""
+    def start(self, job_id: str) -> Job | None:
+        """Mark the job running and return it; or, for a waiting job whose image_url is not
+        fetched yet, start that fetch and return None (the job is not run now)."""
+        # One statement for most jobs; a job that may need a fetch is read to find out.
+        started = self._journal.start_unless_fetching(job_id)
+        if started is not None:
+            return started
         job = self._journal.get(job_id)
         if job is None or job.state != "queued" or job.image is not None or not job.input.get("image_url"):
-            return False
+            return self._journal.start(job_id)
         task = asyncio.create_task(self._prefetch(job), name=f"fetch-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return True
+        return None
 
     async def _prefetch(self, job: Job) -> None:
         self._running.add(job.id)

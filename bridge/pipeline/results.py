@@ -27,10 +27,10 @@ def event(topics: Topics, kind: str, job_id: str, rule: str, ts: float, **extra:
 
 
 def done_messages(
-    topics: Topics, rule: RuleBase, job: Job, result: dict[str, Any], state: str | None, ts: float
+    topics: Topics, rule: RuleBase, job: Job, payload: bytes, state: str | None, ts: float
 ) -> list[OutboxMessage]:
-    """Result, state, the MQTT 5 response (if asked for) and the job_done event."""
-    payload = dumps(result)
+    """Result (`payload`: the result JSON, `dumps(result)`), state, the MQTT 5 response (if
+    asked for) and the job_done event."""
     retain = rule.outputs.retain
     messages = [OutboxMessage(topic=topics.result(rule.name), payload=payload, retain=retain)]
     if rule.outputs.state and state is not None:
@@ -40,6 +40,16 @@ def done_messages(
     messages.extend(reply_messages(job, payload))
     messages.append(event(topics, "job_done", job.id, rule.name, ts))
     return messages
+
+
+def decision_line(result: dict[str, Any], state: str | None) -> str:
+    """The one log line of a finished job: rule, answer, confidence, source, model time."""
+    confidence = result.get("confidence")
+    sure = f" (confidence {confidence:.2f})" if isinstance(confidence, int | float) else ""
+    return (
+        f"{result['rule']}: {state if state is not None else 'done'}{sure} from {result['source']}; "
+        f"model {result['timings']['llm']:.0f} ms, job {result['job_id']}"
+    )
 
 
 def failure_messages(

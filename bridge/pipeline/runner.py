@@ -14,6 +14,7 @@ import httpx
 from bridge.config.rules import RuleBase
 from bridge.config.settings import LimitsSettings, Settings, rule_backends
 from bridge.errors import AnswerError, BackendError, BackendUnavailable, InputError
+from bridge.pipeline import results
 from bridge.pipeline.backend_pool import BackendPool, NoBackend
 from bridge.pipeline.hooks import JobHooks
 from bridge.pipeline.images import ImageError, ImageSpec, PreparedImage, prepare_image
@@ -121,9 +122,9 @@ class Runner:
         if not self._settled:
             self._settled = True
             settle_start_up()
-        if self.prefetch.start(job_id):
+        job = self.prefetch.start(job_id)
+        if job is None:
             return
-        job = self._journal.start(job_id)
         rule = self._rules.get(job.rule)
         if rule is None:
             self._fail(job, f"rule {job.rule!r} is no longer in the configuration")
@@ -242,13 +243,15 @@ class Runner:
         # An extension that tracks the rule's confirmed state publishes the state topic itself.
         owned = any(extension.owns_state(rule) for extension in self.extensions)
         state = None if owned else outcome.answer.state
-        messages = done_messages(self._topics, rule, job, result, state, now)
+        payload = results.dumps(result)  # once: published and journaled alike
+        messages = done_messages(self._topics, rule, job, payload, state, now)
         for extension in self.extensions:
             messages += extension.after_done(job, rule, result, outcome.answer.state, outcome.image)
         detail = {"calls": outcome.calls}
-        self._journal.finish(job.id, "done", result=result, messages=messages, detail=detail)
+        self._journal.finish(job.id, "done", result=payload, messages=messages, detail=detail)
         self._outbox.notify()
-        log.info("%s", decision_line(result, outcome.answer.state))
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", results.decision_line(result, outcome.answer.state))
 
     def _skip(self, job: Job, reason: str) -> None:
         now = self._clock()
@@ -310,16 +313,6 @@ def settle_start_up() -> None:
     """Keep what start-up built (most of the heap) out of the collector's full passes: each
     walked all of it, holding a job 65 to 165 ms on a busy two-core machine. Once, at job one."""
     gc.freeze()
-
-
-def decision_line(result: dict[str, Any], state: str | None) -> str:
-    """The one log line of a finished job: rule, answer, confidence, source, model time."""
-    confidence = result.get("confidence")
-    sure = f" (confidence {confidence:.2f})" if isinstance(confidence, int | float) else ""
-    return (
-        f"{result['rule']}: {state if state is not None else 'done'}{sure} from {result['source']}; "
-        f"model {result['timings']['llm']:.0f} ms, job {result['job_id']}"
-    )
 
 
 def image_spec(rule: RuleBase, limits: LimitsSettings) -> ImageSpec:
