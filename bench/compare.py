@@ -324,7 +324,7 @@ _ROWS = {
     "added_p50_ms": "added latency p50 at 50 jobs/s (ms)",
     "added_p99_ms": "added latency p99 at 50 jobs/s (ms)",
     "saturation": "saturation (200 ms, parallel 2)",
-    "peak_open": "peak open requests (max)",
+    "peak_open": "peak open requests, median (max)",
     "messages_per_job": "MQTT messages per job",
     "lost": "jobs lost (all repetitions)",
 }
