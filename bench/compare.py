@@ -1,17 +1,20 @@
-"""llm2mqtt next to the ten-line baseline (bench/naive.py), measured the same way in the same run.
+"""llm2mqtt next to the ten-line baseline (bench/naive.py) and the same job as a Node-RED flow
+(bench/nodered.py), measured the same way in the same run.
 
 Each repetition starts a fresh broker (Mosquitto with a default configuration, or a tuned one),
-a fresh instant-answering Ollama stand-in and one of the two bridges, then measures:
+a fresh instant-answering Ollama stand-in and one of the three bridges, then measures:
 
 - the broker's own round trip at 50 messages/s, and each bridge's job round trip at 50 jobs/s
   (added latency = job round trip - broker round trip, p50 and p99);
 - a burst of jobs: jobs/s, the bridge's CPU per job (user + system time of its process), and
   for llm2mqtt the MQTT messages it publishes per job (everything under the base topic) and
   the SQL statements its journal executes per job (bench/traced.py);
-- saturation: jobs/s against a stand-in that takes 200 ms per answer and runs 2 at a time.
+- saturation: jobs/s against a stand-in that takes 200 ms per answer and runs 2 at a time;
+- losses: the job ids that got no result, over all of the above.
 
-Systems and repetitions are interleaved (naive, llm2mqtt, naive, llm2mqtt, ...), so a change
-in the machine's load hits both alike; the load average is printed beside each run.
+Systems are rotated per repetition (naive, Node-RED, llm2mqtt; Node-RED, llm2mqtt, naive; ...),
+so a change in the machine's load hits all alike; the load average is printed beside each run.
+Without Node.js and npm (or the npm registry), Node-RED's column says why it was not measured.
 """
 
 import json
@@ -30,12 +33,15 @@ from typing import Any, Literal
 import psutil
 import yaml
 
+from bench import nodered
 from bench.common import TEXT_RULE, Client, median, percentile
 from bench.spine import job_round_trips, plain_round_trips
 from tests.support.mqtt_helpers import ROOT, Mosquitto
 from tests.support.ollama_standin import OllamaStandin
 
-System = Literal["naive", "llm2mqtt"]
+System = Literal["naive", "nodered", "llm2mqtt"]
+SYSTEMS: tuple[System, ...] = ("naive", "nodered", "llm2mqtt")
+RESULT = "llm2mqtt/bench_text/result"
 BrokerKind = Literal["default", "tuned"]
 BASE = "llm2mqtt/"
 # Jobs a burst keeps unanswered at most: a default Mosquitto queues 1,000 messages per client
@@ -55,6 +61,26 @@ class Run:
     system: System
     figures: dict[str, float] = field(default_factory=dict)
     load: float = 0.0
+
+
+class _JobClient(Client):
+    """The timing client; remembers the jobs it sends, to count the ones never answered."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        super().__init__(port, topics)
+        self.jobs: list[bytes | str] = []
+
+    def publish(self, topic: str, payload: bytes | str) -> None:
+        if topic == "bench/in":
+            self.jobs.append(payload)  # parsed only by lost(), off the timed path
+        super().publish(topic, payload)
+
+    def lost(self) -> int:
+        """Job ids sent (probes aside) that no result has carried."""
+        sent = {json.loads(job)["id"] for job in self.jobs} - {"probe"}
+        with self._lock:
+            answered = {json.loads(body).get("id") for _, body in self.arrivals.get(RESULT, [])}
+        return len(sent - answered)
 
 
 def _broker(folder: Path, kind: BrokerKind) -> Mosquitto:
@@ -78,53 +104,83 @@ def _config(folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: i
 
 
 @contextmanager
+def _python_bridge(
+    system: System, folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The naive script or the daemon (traced), running; stopped with SIGTERM after."""
+    if system == "naive":
+        command = [sys.executable, "-m", "bench.naive", str(broker.port), standin.url]
+    else:
+        config = _config(folder, broker, standin, parallel)
+        command = [sys.executable, "-m", "bench.traced", "run", "-c", str(config)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (folder / "bridge.log").open("ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+@contextmanager
 def _system(
     system: System, kind: BrokerKind, *, parallel: int = 1, latency: float = 0.0
-) -> Iterator[tuple[psutil.Process, Client, Client, OllamaStandin]]:
+) -> Iterator[tuple[psutil.Process, _JobClient, Client, OllamaStandin]]:
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-compare-") as tmp:
         folder = Path(tmp)
         broker = _broker(folder, kind)
         broker.start()
         standin = OllamaStandin(parallel=parallel, latency=latency, max_queue=100_000).start()
-        if system == "naive":
-            command = [sys.executable, "-m", "bench.naive", str(broker.port), standin.url]
-        else:
-            config = _config(folder, broker, standin, parallel)
-            command = [sys.executable, "-m", "bench.traced", "run", "-c", str(config)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with (folder / "bridge.log").open("ab") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
-        # Timing and counting on separate connections: a subscriber to the QoS 0 events delays
-        # its TCP acks, which would hold back the broker's next packets to it (Nagle).
-        client = Client(broker.port, [f"{BASE}bench_text/result", f"{BASE}bridge/state", "bench/echo"])
-        counter = Client(broker.port, [f"{BASE}#"])
+        bridge = (
+            nodered.running(broker.port, standin.url, folder)
+            if system == "nodered"
+            else _python_bridge(system, folder, broker, standin, parallel)
+        )
         try:
-            if system == "llm2mqtt":
-                client.wait(f"{BASE}bridge/state", 1, 30)
-            else:
-                _wait_subscribed(client)
-            job_round_trips(client, 50, 0, "warm")  # imports, first connections, subscriptions
-            yield psutil.Process(proc.pid), client, counter, standin
+            with bridge as proc:
+                # Timing and counting on separate connections: a subscriber to the QoS 0 events
+                # delays its TCP acks, which would hold back the broker's next packets to it.
+                client = _JobClient(broker.port, [RESULT, f"{BASE}bridge/state", "bench/echo"])
+                counter = Client(broker.port, [f"{BASE}#"])
+                try:
+                    if system == "llm2mqtt":
+                        client.wait(f"{BASE}bridge/state", 1, 30)
+                    else:
+                        _wait_subscribed(client)
+                    job_round_trips(client, 50, 0, "warm")  # imports, first connections, subscriptions
+                    yield psutil.Process(proc.pid), client, counter, standin
+                finally:
+                    counter.close()
+                    client.close()
         finally:
-            counter.close()
-            client.close()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
             standin.stop()
             broker.stop()
 
 
 def _burst(client: Client, jobs: int, tag: str, window: int = WINDOW) -> float:
     """Send `jobs` as fast as they are taken, at most `window` unanswered; the wall time (s)."""
-    topic = f"{BASE}bench_text/result"
-    before = client.count(topic)
+    before = client.count(RESULT)
     start = time.perf_counter()
     for i in range(jobs):
         if i >= window:
-            client.wait(topic, before + i - window + 1, 120)
+            client.wait(RESULT, before + i - window + 1, 120)
         client.publish("bench/in", json.dumps({"id": f"{tag}{i}", "text": f"buy item {tag}{i} for shopping"}))
-    arrivals = client.wait(topic, before + jobs, 300)
+    arrivals = _settled(client, before + jobs)
     return arrivals[-1][0] - start
+
+
+def _settled(client: Client, count: int, quiet: float = 15.0) -> list[tuple[float, bytes]]:
+    """The results once `count` have come, or once none came for `quiet` s (jobs were lost:
+    `_JobClient.lost` counts them)."""
+    while True:
+        seen = client.count(RESULT)
+        try:
+            return client.wait(RESULT, count, quiet)
+        except TimeoutError:
+            if client.count(RESULT) == seen:
+                with client._lock:
+                    return list(client.arrivals[RESULT])
 
 
 def _wait_subscribed(client: Client, timeout: float = 30) -> None:
@@ -177,6 +233,7 @@ def overhead(
         _burst(client, counted, "counted")
         time.sleep(1.0)  # lazy commits, outbox deletes and QoS 0 events settle
         figures["messages_per_job"] = round((_published(counter) - before) / counted, 2)
+        figures["lost"] = client.lost()
         if system == "llm2mqtt":
             proc.send_signal(signal.SIGUSR2)
             time.sleep(0.3)
@@ -221,33 +278,77 @@ def saturation(system: System, kind: BrokerKind, *, jobs: int) -> dict[str, floa
         standin.reset_stats()
         wall = _burst(client, jobs, "sat")
         peak = standin.peak_open
+        lost = client.lost()
     # Requests open at once as the stand-in counts them on arrival (before its own limit of
     # 2): llm2mqtt must keep it at exactly 2; a bridge without a limit goes past it.
-    return {"saturation": round(jobs / wall / 10.0, 3), "peak_open": peak}
+    return {"saturation": round(jobs / wall / 10.0, 3), "peak_open": peak, "lost": lost}
 
 
 def compare(
     *, reps: int = 3, kind: BrokerKind = "default", jobs: int = 2000, paced: int = 500, sat_jobs: int = 100
 ) -> dict[str, Any]:
-    """Interleaved repetitions of both systems; per figure the median and the min of each."""
+    """Repetitions of the three systems, rotated; per figure the median and the min of each."""
+    table: dict[str, Any] = {"broker": kind, "reps": reps, "burst_jobs": jobs}
+    systems = list(SYSTEMS)
+    try:
+        nodered.install()
+    except nodered.NodeRedUnavailable as exc:
+        table["nodered"] = f"not measured ({exc})"
+        systems.remove("nodered")
     runs: list[Run] = []
     for rep in range(reps):
-        for system in ("naive", "llm2mqtt") if rep % 2 == 0 else ("llm2mqtt", "naive"):
+        for system in systems[rep % len(systems) :] + systems[: rep % len(systems)]:
             run = Run(system, load=os.getloadavg()[0])
             run.figures = overhead(system, kind, jobs=jobs, paced=paced, counted=200)
-            run.figures |= saturation(system, kind, jobs=sat_jobs)
+            sat = saturation(system, kind, jobs=sat_jobs)
+            run.figures |= {**sat, "lost": run.figures["lost"] + sat["lost"]}
             print(json.dumps({"rep": rep, "system": system, "load1": round(run.load, 2), **run.figures}))
             runs.append(run)
-    table: dict[str, Any] = {"broker": kind, "reps": reps, "burst_jobs": jobs}
-    for system in ("naive", "llm2mqtt"):
+    for system in systems:
         mine = [r for r in runs if r.system == system]
         for name in mine[0].figures:
             values = [r.figures[name] for r in mine]
             table[f"{system}.{name}"] = {"median": round(median(values), 2), "min": min(values)}
             if name == "peak_open":
                 table[f"{system}.{name}"]["max"] = max(values)
+            if name == "lost":
+                table[f"{system}.{name}"] = sum(values)  # every repetition's
         table[f"{system}.load1"] = [round(r.load, 2) for r in mine]
+    for other in systems[:-1]:
+        table[f"cpu_per_job.llm2mqtt_over_{other}"] = round(
+            table["llm2mqtt.cpu_ms_per_job"]["median"] / table[f"{other}.cpu_ms_per_job"]["median"], 2
+        )
+    print(_markdown(table))
     return table
+
+
+_ROWS = {
+    "cpu_ms_per_job": "bridge CPU per job (ms)",
+    "jobs_per_s": "jobs/s, burst",
+    "added_p50_ms": "added latency p50 at 50 jobs/s (ms)",
+    "added_p99_ms": "added latency p99 at 50 jobs/s (ms)",
+    "saturation": "saturation (200 ms, parallel 2)",
+    "peak_open": "peak open requests, median (max)",
+    "messages_per_job": "MQTT messages per job",
+    "lost": "jobs lost (all repetitions)",
+}
+_NAMES = {"naive": "naive script", "nodered": "Node-RED", "llm2mqtt": "llm2mqtt"}
+
+
+def _markdown(table: dict[str, Any]) -> str:
+    """The figures as a Markdown table: median (min) per system, a column each."""
+    lines = [f"| {table['broker']} broker | " + " | ".join(_NAMES.values()) + " |", "|---" * 4 + "|"]
+    for name, label in _ROWS.items():
+        cells = []
+        for system in SYSTEMS:
+            value = table.get(f"{system}.{name}", table.get(system, "–"))
+            if isinstance(value, dict):
+                value = f"{value['median']} ({value['max' if name == 'peak_open' else 'min']})"
+            cells.append(str(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ratios = [f"{k.rsplit('_', 1)[-1]} {v}" for k, v in table.items() if k.startswith("cpu_per_job.")]
+    lines.append("llm2mqtt CPU per job over: " + (", ".join(ratios) or "–"))
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -449,6 +449,11 @@ class OllamaStandin:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stalled generation must never block interpreter exit
+    # socketserver's listen backlog is 5: a client opening many requests at once (Node-RED's
+    # http request node, a request per message) overflows it, and the kernel drops the extra
+    # handshakes for a retransmit a second or more later. Go's server listens with the
+    # system's maximum (net.core.somaxconn, 4096 on current Linux).
+    request_queue_size = 4096
 
     def __init__(self, address: tuple[str, int], standin: OllamaStandin) -> None:
         super().__init__(address, _Handler)
