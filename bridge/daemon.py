@@ -121,7 +121,7 @@ class Bridge:
                 self.link.subscribe(spec.mqtt, spec.qos, shared=True)
         self.link.subscribe(self.topics.run_filter, 1, shared=True)
         self._accepting = True
-        self.link.start()
+        await self.link.start()
         self.pool.start()
         # One worker per slot: together they can fill every backend's `parallel`.
         slots = sum(member.parallel for member in self.pool.members.values())
@@ -217,7 +217,7 @@ class Bridge:
                 log.exception("extension %s failed to stop cleanly", extension.name)
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
-        self.link.stop()
+        await self.link.stop()
         await self.pool.close()
         if not self._ollama:
             await self.backend.close()
