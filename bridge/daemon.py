@@ -121,8 +121,8 @@ class Bridge:
                 self.link.subscribe(spec.mqtt, spec.qos, shared=True)
         self.link.subscribe(self.topics.run_filter, 1, shared=True)
         self._accepting = True
-        await self.link.start()
         self.pool.start()
+        await self.link.start()  # waits up to 2 s for the broker; inputs may come in meanwhile
         # One worker per slot: together they can fill every backend's `parallel`.
         slots = sum(member.parallel for member in self.pool.members.values())
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(slots)]

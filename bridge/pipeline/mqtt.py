@@ -354,7 +354,8 @@ class MqttLink:
 
     def _room(self) -> None:
         """Bytes came back below mqtt.receive_memory (on the loop, or freed on another thread)."""
-        self._loop.call_soon_threadsafe(self.socket.resume_reading)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.socket.resume_reading)
 
 
 def _published(info: paho.MQTTMessageInfo) -> bool:
