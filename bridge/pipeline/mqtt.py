@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.config.settings import MqttSettings
-from bridge.pipeline.paho_socket import LoopSocket, connect_failure, quick_ack
+from bridge.pipeline.paho_socket import LoopSocket, connect_failure
 from bridge.pipeline.receive_budget import Claim, ReceiveBudget
 from bridge.pipeline.topics import Topics
 
@@ -286,7 +286,7 @@ class MqttLink:
             )
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        quick_ack(client)
+        self.socket.handled += 1
         if message.topic == self.topics.state and self.settings.shared_group:
             if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
                 client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
@@ -316,7 +316,7 @@ class MqttLink:
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
-        quick_ack(client)
+        self.socket.handled += 1
         if mid == self._offline_mid:
             self._said_offline.set()
         self._call(self._on_published, mid)

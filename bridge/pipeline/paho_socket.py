@@ -23,6 +23,9 @@ import paho.mqtt.client as paho
 log = logging.getLogger(__name__)
 
 MISC_EVERY = 1.0  # how often paho checks its keep-alive (seconds)
+# Packets read at most in one turn of the loop: a flood is read in batches (so that the journal
+# commits it in groups, not a message at a time), yet the loop's other work still runs.
+READ_BATCH = 64
 
 
 class LoopSocket:
@@ -57,6 +60,9 @@ class LoopSocket:
         self._closed = asyncio.Event()
         self._closed.set()
         self.stopping = False
+        # Counted by the client's message and publish callbacks: reading goes on in one turn
+        # while each loop_read (one packet at a time when nothing is in flight) handles one.
+        self.handled = 0
         client.on_socket_open = self._opened
         client.on_socket_close = self._closed_socket
         client.on_socket_register_write = self._want_write
@@ -191,12 +197,26 @@ class LoopSocket:
             self._loop.add_reader(self._fd, self._read)
 
     def _read(self) -> None:
-        sock = self._sock
-        self.client.loop_read()
-        # TLS: a record read whole may hold more packets than one loop_read takes; they wait
-        # decrypted in the ssl object, where the selector does not see them.
-        while self._reading and self._sock is sock and self._pending is not None and self._pending() > 0:
+        self._read_batch()
+        quick_ack(self.client)  # once per turn: what was read is acknowledged at once
+
+    def _read_batch(self) -> None:
+        sock, pending = self._sock, self._pending
+        for _ in range(READ_BATCH):
+            handled = self.handled
             self.client.loop_read()
+            if not self._reading or self._sock is not sock:
+                return  # paused, or the connection is gone
+            # TLS: bytes read and decrypted wait in the ssl object, where the selector does not
+            # see them; they must be read now, not when more come.
+            if self.handled == handled and not (pending is not None and pending() > 0):
+                return  # nothing more (or a packet without a callback): the selector says when
+        if pending is not None and pending() > 0:
+            self._loop.call_soon(self._read_on, sock)
+
+    def _read_on(self, sock: Any) -> None:
+        if self._reading and self._sock is sock:
+            self._read()
 
     def _keep_alive(self) -> None:
         self._misc = None
@@ -265,7 +285,7 @@ def quick_ack(client: paho.Client) -> None:
     A broker without TCP_NODELAY (Mosquitto's default) holds its next small packet to us
     while the previous one is unacknowledged (Nagle): the next job, after the broker's
     PUBACK of our result, would wait for our timer. Linux falls back to delayed ACKs on its
-    own, so this is armed after every packet paho reads; elsewhere it does nothing."""
+    own, so this is armed again after every turn of reading; elsewhere it does nothing."""
     if _QUICKACK is None:
         return
     sock = client.socket()
