@@ -206,6 +206,7 @@ class MqttLink:
         self._stopping = True
         self.budget.close()  # reading may be held back: it must go on to see the broker's ack
         if self.connected:
+            self._said_offline.clear()  # set by an earlier loss of the broker, maybe
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
             self._offline_mid = info.mid  # its PUBACK (or the connection's loss) sets _said_offline
             with contextlib.suppress(TimeoutError):
