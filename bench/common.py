@@ -15,7 +15,7 @@ import psutil
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bridge.pipeline.mqtt import _no_delay, quick_ack
+from bridge.pipeline.paho_socket import no_delay, quick_ack
 from tests.support.mqtt_helpers import Daemon, Mosquitto
 from tests.support.ollama_standin import OllamaStandin
 
@@ -48,7 +48,7 @@ class Client:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
         self.client.max_inflight_messages_set(1000)
         self.client.on_message = self._on_message
-        self.client.on_socket_open = _no_delay
+        self.client.on_socket_open = no_delay
         # Acknowledging at once, as the daemon does: a default Mosquitto (no TCP_NODELAY) holds
         # the result to us behind its PUBACK of our job until our delayed ACK (up to 40 ms)
         # comes; that wait is the measuring client's, the same for every bridge measured.

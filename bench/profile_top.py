@@ -31,6 +31,7 @@ PARTS = (
     ("finishing a job (result, journal)", "Runner._finish"),
     ("other journal work (start, commit)", "Journal."),
     ("paho network thread", "Client._thread_main"),
+    ("paho on the loop (read, write, keep-alive)", "LoopSocket."),
     ("event loop and the rest", ""),
 )
 

@@ -121,8 +121,8 @@ class Bridge:
                 self.link.subscribe(spec.mqtt, spec.qos, shared=True)
         self.link.subscribe(self.topics.run_filter, 1, shared=True)
         self._accepting = True
-        self.link.start()
         self.pool.start()
+        await self.link.start()  # waits up to 2 s for the broker; inputs may come in meanwhile
         # One worker per slot: together they can fill every backend's `parallel`.
         slots = sum(member.parallel for member in self.pool.members.values())
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(slots)]
@@ -218,7 +218,7 @@ class Bridge:
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
         self.outbox.flush()  # what the broker has is not sent again at the next start
-        self.link.stop()
+        await self.link.stop()
         await self.pool.close()
         if not self._ollama:
             await self.backend.close()

@@ -22,8 +22,9 @@ from bridge.config.settings import Config, MqttSettings, rule_backends
 from bridge.config.todo import HomeAssistantTodoSettings
 from bridge.errors import Llm2MqttError
 from bridge.pipeline.backend_pool import build_pool
-from bridge.pipeline.mqtt import configure_tls, connect_failure
+from bridge.pipeline.mqtt import configure_tls
 from bridge.pipeline.ollama_backend import has_model
+from bridge.pipeline.paho_socket import connect_failure
 from bridge.todo.ha_backend import HomeAssistantTodo
 
 # Inputs sent at once to a client that acknowledges late: more than Mosquitto's default

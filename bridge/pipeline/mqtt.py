@@ -1,25 +1,19 @@
 """The broker connection, on paho-mqtt 2.
 
-Concurrency: paho runs its network loop on its own thread. Its callbacks never do work there;
-they hand every event to the asyncio loop, in order, through one list: the first event of a
-batch wakes the loop (`call_soon_threadsafe`), the ones paho reads before the loop runs ride
-along, so a burst of acks costs one wake-up, not one each. Calls into paho from the loop
-(publish, ack) are safe: paho guards its queues with locks.
+Concurrency: paho runs on the daemon's asyncio loop (see paho_socket.py), so its callbacks run
+on the loop thread and call the daemon's handlers directly, in the order paho reads the packets.
+Nothing here may block: a handler that would wait hands its work to a task or a thread.
 
-When `mqtt.receive_memory` is set and the received payloads not yet journaled are over it, paho's thread
-waits in `_handle_message` (see receive_budget.py). Nothing on the loop waits for that thread:
-publish and ack only queue a packet (under locks paho does not hold while it runs on_message),
-and paho writes them once the thread goes on. `stop` wakes the thread before it waits on it.
+When `mqtt.receive_memory` is set and the received payloads not yet journaled reach it, the link
+stops reading from the broker's socket until the journal gives bytes back, and at most half the
+keepalive, so that acks and pings still get through (see receive_budget.py).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-import socket
 import ssl
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,12 +26,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.config.settings import MqttSettings
+from bridge.pipeline.paho_socket import LoopSocket, connect_failure
 from bridge.pipeline.receive_budget import Claim, ReceiveBudget
 from bridge.pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 
 REMIND_EVERY = 300.0  # how often the log repeats that the broker is still missing (seconds)
+FIRST_CONNECT = 2.0  # how long `start` waits for the broker's first answer (seconds)
 
 ONLINE = json.dumps({"state": "online"}).encode()
 OFFLINE = json.dumps({"state": "offline"}).encode()
@@ -81,13 +77,14 @@ class MqttLink:
         self._info = info
         self._subscriptions: dict[str, int] = {}
         self._last_failure: str | None = None
-        self._handoff: list[Callable[[], None]] = []  # events from paho's thread, in order
-        self._handoff_lock = threading.Lock()
+        self._settled = asyncio.Event()  # the first attempt has an outcome
+        self._offline_mid: int | None = None
+        self._said_offline = asyncio.Event()
         self.connected = False
         self.since: float | None = None  # when the link last came up or went down (epoch)
         self._missing_since: float | None = None  # monotonic; set while the broker cannot be reached
         self._stopping = False
-        self.budget = ReceiveBudget(settings.receive_memory)
+        self.budget = ReceiveBudget(settings.receive_memory, on_room=self._room)
         if settings.shared_group:
             # Daemons of one group share bridge/state; one that dies leaves its last will there.
             # The others answer it with `online` again (QoS 0: nothing to acknowledge).
@@ -95,6 +92,13 @@ class MqttLink:
         self._reminded = 0.0
         self.v5 = settings.protocol == "5"
         self.client = self._make_client()
+        self.socket = LoopSocket(
+            self.client,
+            loop,
+            on_connect_fail=self._handle_connect_fail,
+            min_delay=1.0,
+            max_delay=float(settings.reconnect_max),
+        )
 
     def _make_client(self) -> paho.Client:
         s = self.settings
@@ -111,13 +115,10 @@ class MqttLink:
             client.username_pw_set(user, password)
         configure_tls(client, s)
         client.will_set(self.topics.state, OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(s.reconnect_max)))
         # paho keeps QoS 1 messages published while offline and sends them on reconnect;
         # the outbox bounds how many it hands over, so paho's own queue needs no limit.
         client.max_inflight_messages_set(100)
-        client.on_socket_open = _no_delay
         client.on_connect = self._handle_connect
-        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
@@ -134,7 +135,9 @@ class MqttLink:
         if self.connected:
             self.client.subscribe(topic, qos)
 
-    def start(self) -> None:
+    async def start(self, wait: float = FIRST_CONNECT) -> None:
+        """Connect in the background, waiting up to `wait` seconds for the broker's answer, so that
+        callers see a connected link; a broker that is away is only logged and retried."""
         s = self.settings
         properties = None
         if self.v5:
@@ -154,7 +157,9 @@ class MqttLink:
             clean_start=False if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
-        self.client.loop_start()
+        self.socket.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), wait)
 
     def publish(
         self,
@@ -196,21 +201,22 @@ class MqttLink:
         if message.claim is not None:
             message.claim.release()
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Say offline (retained), then disconnect cleanly."""
+    async def stop(self, timeout: float = 3.0) -> None:
+        """Say offline (retained), then disconnect cleanly and leave the loop."""
         self._stopping = True
-        self.budget.close()  # paho's thread may wait for room: it must go on to say offline
+        self.budget.close()  # reading may be held back: it must go on to see the broker's ack
         if self.connected:
+            self._said_offline.clear()  # set by an earlier loss of the broker, maybe
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):
+            self._offline_mid = info.mid  # its PUBACK (or the connection's loss) sets _said_offline
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._said_offline.wait(), timeout)
+            if not _published(info):
                 log.warning("could not publish the offline state before disconnecting")
-        self.client.disconnect()
-        self.client.loop_stop()
+        await self.socket.stop(timeout)
         self.connected = False
 
-    # -- paho callbacks (paho's thread) ------------------------------------------------
+    # -- paho callbacks (on the loop) ---------------------------------------------------
 
     def _handle_connect(
         self,
@@ -220,10 +226,12 @@ class MqttLink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._settled.set()
         if reason.is_failure:
             log.error("the broker at %s refused the connection: %s", self.settings.safe_url(), reason)
             return
         self.connected, self.since = True, time.time()
+        self.socket.connected()
         if self._missing_since is not None:
             away = time.monotonic() - self._missing_since
             log.info("the broker at %s answers again after %.0fs", self.settings.safe_url(), away)
@@ -234,7 +242,7 @@ class MqttLink:
             client.subscribe(topic, qos)
         client.publish(self.topics.state, ONLINE, qos=1, retain=True)
         client.publish(self.topics.info, self._info(), qos=1, retain=True)
-        self._hand_over(self._on_connected)
+        self._call(self._on_connected)
 
     def _handle_disconnect(
         self,
@@ -244,6 +252,8 @@ class MqttLink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._settled.set()
+        self._said_offline.set()  # nothing more to wait for in `stop`
         was = self.connected
         self.connected = False
         if was:
@@ -251,11 +261,11 @@ class MqttLink:
         if was and reason.is_failure:
             log.warning("lost the broker (%s); reconnecting", reason)
 
-    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        # paho retries by itself; the log says once per reason, then every few minutes, what is
-        # missing. paho calls this inside its `except OSError`: the exception in hand is the
-        # reason (nothing listening, a refused connection, a certificate that does not fit).
-        reason = connect_failure(sys.exc_info()[1])
+    def _handle_connect_fail(self, exc: BaseException) -> None:
+        # The socket retries by itself; the log says once per reason, then every few minutes,
+        # what is missing (nothing listening, a refused connection, a certificate that does not fit).
+        self._settled.set()
+        reason = connect_failure(exc)
         now = time.monotonic()
         if self._missing_since is None or reason != self._last_failure:
             self._missing_since = self._missing_since or now
@@ -277,20 +287,18 @@ class MqttLink:
             )
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        quick_ack(client)
+        self.socket.handled += 1
         if message.topic == self.topics.state and self.settings.shared_group:
             if bytes(message.payload) == OFFLINE and self.connected and not self._stopping:
                 client.publish(self.topics.state, ONLINE, qos=1, retain=True)  # another one left
             return
         if self._stopping:
             return  # not acknowledged: the broker sends it again to our next session
-        # Waits while the inputs not yet journaled are over mqtt.receive_memory; at most half
-        # the keepalive, so that paho still sends acks and pings in time.
         claim = None
-        if self.budget.limit is not None:  # off by default: nothing to count or wait for
-            claim = self.budget.claim(len(message.payload), patience=self.settings.keepalive / 2)
-            if self._stopping:
-                return  # it waited through the start of `stop`: the same as above
+        if self.budget.limit is not None:  # off by default: nothing to count or hold back
+            claim = self.budget.claim(len(message.payload))
+            if self.budget.full():
+                self._hold_back()
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
@@ -304,30 +312,58 @@ class MqttLink:
             correlation_data=correlation,
             claim=claim,
         )
-        self._hand_over(lambda: self._on_message(inbound))
+        self._call(self._on_message, inbound)
 
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
-        quick_ack(client)
-        self._hand_over(lambda: self._on_published(mid))
+        self.socket.handled += 1
+        if mid == self._offline_mid:
+            self._said_offline.set()
+        self._call(self._on_published, mid)
 
-    def _hand_over(self, event: Callable[[], None]) -> None:
-        """Queue an event for the loop (paho's thread); wake the loop for the first of a batch."""
-        with self._handoff_lock:
-            self._handoff.append(event)
-            if len(self._handoff) > 1:
-                return
-        self._loop.call_soon_threadsafe(self._run_handed_over)
+    def _call(self, handler: Callable[..., None], *args: Any) -> None:
+        """Run a handler of the daemon's; an error is logged, and paho's reading goes on."""
+        try:
+            handler(*args)
+        except Exception:
+            log.exception("handling a broker event failed")
 
-    def _run_handed_over(self) -> None:
-        with self._handoff_lock:
-            events, self._handoff = self._handoff, []
-        for event in events:
-            try:
-                event()
-            except Exception:  # as a loop callback would: logged, and the others still run
-                log.exception("handling a broker event failed")
+    # -- mqtt.receive_memory -----------------------------------------------------------
+
+    def _hold_back(self) -> None:
+        """Read no more until the journal gives bytes back; at most half the keepalive, so that
+        acknowledgements and pings still get through in time."""
+        if self.socket.paused or self._stopping:
+            return
+        self.budget.waits += 1
+        log.debug(
+            "%s bytes of input wait to be journaled (mqtt.receive_memory: %s); reading from the "
+            "broker pauses",
+            f"{self.budget.held:,}",
+            f"{self.budget.limit:,}",
+        )
+        self.socket.pause_reading(self.settings.keepalive / 2, self._overdue)
+
+    def _overdue(self) -> None:
+        self.budget.overruns += 1
+        log.warning(
+            "received input has waited %.0fs to be journaled; reading on past mqtt.receive_memory "
+            "so that the broker connection stays alive",
+            self.settings.keepalive / 2,
+        )
+
+    def _room(self) -> None:
+        """Bytes came back below mqtt.receive_memory (on the loop, or freed on another thread)."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.socket.resume_reading)
+
+
+def _published(info: paho.MQTTMessageInfo) -> bool:
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):  # not queued, or lost with the connection
+        return False
 
 
 def configure_tls(client: paho.Client, settings: MqttSettings) -> None:
@@ -343,41 +379,3 @@ def configure_tls(client: paho.Client, settings: MqttSettings) -> None:
     )
     if tls and tls.insecure:
         client.tls_insecure_set(True)
-
-
-def connect_failure(exc: BaseException | None) -> str:
-    """Why a connection attempt failed, in words a person can act on (TLS reasons spelled out)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (
-            f"TLS: the broker's certificate was not accepted: {exc.verify_message} (check "
-            "mqtt.tls.ca_certs and that the host in mqtt.url is the name in the certificate)"
-        )
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if exc is None:
-        return "unknown reason"
-    return str(exc) or type(exc).__name__
-
-
-def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
-    """Send small packets (acks, results) at once instead of waiting out Nagle's algorithm."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-
-
-def quick_ack(client: paho.Client) -> None:
-    """Acknowledge what was just read at once, not on the delayed-ACK timer (up to 40 ms).
-
-    A broker without TCP_NODELAY (Mosquitto's default) holds its next small packet to us
-    while the previous one is unacknowledged (Nagle): the next job, after the broker's
-    PUBACK of our result, would wait for our timer. Linux falls back to delayed ACKs on its
-    own, so this is armed after every packet paho reads; elsewhere it does nothing."""
-    if _QUICKACK is None:
-        return
-    sock = client.socket()
-    if isinstance(sock, socket.socket):  # not a websocket wrapper, not closed meanwhile
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)

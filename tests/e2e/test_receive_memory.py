@@ -122,7 +122,7 @@ def test_a_flood_of_pictures_many_times_the_bound_is_all_journaled_then_answered
     states = _jobs(proc)
     assert sum(states.values()) == PICTURES, states
     assert "failed" not in states, states
-    assert PAUSED in proc.output()  # the bound was reached: paho's thread waited for the journal
+    assert PAUSED in proc.output()  # the bound was reached: reading paused for the journal
     model.set()
     _answered_once(results, PICTURES)
     assert _jobs(proc) == {"done": PICTURES}

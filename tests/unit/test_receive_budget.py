@@ -1,48 +1,39 @@
-"""The byte budget of received input: what it counts, when it waits, and every way bytes return."""
+"""The byte budget of received input: what it counts, when it is full, and every way bytes return."""
 
 import gc
-import threading
-import time
 
 import pytest
 
 from bridge.config.settings import MqttSettings
 from bridge.pipeline.mqtt import Inbound
-from bridge.pipeline.receive_budget import Claim, ReceiveBudget
-
-LONG = 60.0  # patience that is never reached in these tests
+from bridge.pipeline.receive_budget import ReceiveBudget
 
 
-def _waiting(budget: ReceiveBudget, waits: int) -> None:
-    """Until `waits` claims have started to wait (a thread waits inside claim)."""
-    deadline = time.monotonic() + 10
-    while budget.waits < waits:
-        assert time.monotonic() < deadline, "no claim started to wait"
-        time.sleep(0.01)
+def _budget(limit: int | None) -> tuple[ReceiveBudget, list[int]]:
+    """A budget that records the bytes held each time it says there is room again."""
+    rooms: list[int] = []
+    budget = ReceiveBudget(limit)
+    budget.on_room = lambda: rooms.append(budget.held)
+    return budget, rooms
 
 
-def _claim_in_thread(budget: ReceiveBudget, size: int) -> tuple[threading.Thread, list[Claim]]:
-    got: list[Claim] = []
-    thread = threading.Thread(target=lambda: got.append(budget.claim(size, patience=LONG)), daemon=True)
-    thread.start()
-    return thread, got
-
-
-def test_claims_within_the_limit_are_counted_and_given_back_once() -> None:
-    budget = ReceiveBudget(100)
-    first, second = budget.claim(60, patience=LONG), budget.claim(40, patience=LONG)
-    assert budget.held == 100
+def test_claims_are_counted_and_given_back_once() -> None:
+    budget, rooms = _budget(100)
+    first, second = budget.claim(60), budget.claim(30)
+    assert budget.held == 90
+    assert not budget.full()
     first.release()
     first.release()  # again: nothing more is given back
-    assert budget.held == 40
+    assert budget.held == 30
     second.release()
-    assert (budget.held, budget.waits, budget.overruns) == (0, 0, 0)
+    assert budget.held == 0
+    assert rooms == []  # never full: nothing to resume
 
 
 def test_a_claim_freed_without_release_gives_its_bytes_back() -> None:
     """A message dropped, refused or from a lost connection is never acked: freeing it is enough."""
-    budget = ReceiveBudget(100)
-    claim = budget.claim(70, patience=LONG)
+    budget, _ = _budget(100)
+    claim = budget.claim(70)
     assert budget.held == 70
     del claim
     gc.collect()
@@ -50,9 +41,9 @@ def test_a_claim_freed_without_release_gives_its_bytes_back() -> None:
 
 
 def test_a_claim_freed_after_release_is_not_given_back_twice() -> None:
-    budget = ReceiveBudget(100)
-    kept = budget.claim(30, patience=LONG)
-    claim = budget.claim(50, patience=LONG)
+    budget, _ = _budget(100)
+    kept = budget.claim(30)
+    claim = budget.claim(50)
     claim.release()
     del claim
     gc.collect()
@@ -61,8 +52,8 @@ def test_a_claim_freed_after_release_is_not_given_back_twice() -> None:
 
 
 def test_an_inbound_message_holds_its_claim_until_it_is_freed() -> None:
-    budget = ReceiveBudget(1_000_000)
-    message = Inbound("cam/snap", b"x" * 500, 1, 7, False, claim=budget.claim(500, patience=LONG))
+    budget, _ = _budget(1_000_000)
+    message = Inbound("cam/snap", b"x" * 500, 1, 7, False, claim=budget.claim(500))
     twin = Inbound("cam/snap", b"x" * 500, 1, 7, False)
     assert message == twin  # the claim takes no part in comparing messages
     assert budget.held == 500
@@ -71,56 +62,41 @@ def test_an_inbound_message_holds_its_claim_until_it_is_freed() -> None:
     assert budget.held == 0
 
 
-def test_over_the_limit_a_claim_waits_until_bytes_come_back() -> None:
-    budget = ReceiveBudget(100)
-    held = budget.claim(80, patience=LONG)
-    thread, got = _claim_in_thread(budget, 30)
-    _waiting(budget, 1)
-    assert thread.is_alive()
-    assert not got
-    assert budget.held == 80
-    held.release()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert budget.held == 30
-    assert budget.overruns == 0
+def test_at_the_limit_it_is_full_and_says_once_when_room_comes_back() -> None:
+    """A claim never waits (it runs on the loop); the link stops reading while `full()`."""
+    budget, rooms = _budget(100)
+    held = [budget.claim(40), budget.claim(40)]
+    assert not budget.full()
+    held.append(budget.claim(40))  # the message that reaches the limit is still taken
+    assert budget.full()
+    assert budget.held == 120
+    held.pop().release()
+    assert not budget.full()
+    assert rooms == [80]
+    held.pop().release()
+    assert rooms == [80]  # only the way from full to not full is told
 
 
-def test_a_message_larger_than_the_limit_passes_alone() -> None:
-    budget = ReceiveBudget(100)
-    big = budget.claim(250, patience=LONG)  # nothing else held: no wait, else it never could pass
-    assert (budget.held, budget.waits) == (250, 0)
-    thread, got = _claim_in_thread(budget, 1)
-    _waiting(budget, 1)
+def test_a_message_larger_than_the_limit_is_taken_and_then_it_is_full() -> None:
+    budget, rooms = _budget(100)
+    big = budget.claim(250)
+    assert budget.full()
     big.release()
-    thread.join(10)
-    assert got
-    assert budget.held == 1
+    assert (budget.held, rooms) == (0, [0])
 
 
-def test_past_its_patience_a_claim_passes_and_is_counted() -> None:
-    """So that paho's thread still sends acknowledgements and keep-alives in time."""
-    budget = ReceiveBudget(100)
-    held = budget.claim(90, patience=LONG)
-    late = budget.claim(20, patience=0)
-    assert (budget.held, budget.waits, budget.overruns) == (110, 1, 1)
-    late.release()
-    held.release()
-    assert budget.held == 0
-
-
-def test_closing_wakes_a_waiting_claim_and_later_ones_do_not_wait() -> None:
-    budget = ReceiveBudget(100)
-    held = budget.claim(100, patience=LONG)
-    thread, got = _claim_in_thread(budget, 50)
-    _waiting(budget, 1)
+def test_closing_tells_of_room_and_it_is_never_full_again() -> None:
+    budget, rooms = _budget(100)
+    held = budget.claim(100)
+    assert budget.full()
     budget.close()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert got
-    budget.claim(500, patience=LONG)  # returns at once
-    assert budget.waits == 1
+    assert rooms == [100]
+    assert not budget.full()
+    more = budget.claim(500)
+    assert not budget.full()
     held.release()
+    more.release()
+    assert rooms == [100]
 
 
 def test_the_setting_takes_sizes_and_refuses_less_than_a_megabyte() -> None:
@@ -130,9 +106,11 @@ def test_the_setting_takes_sizes_and_refuses_less_than_a_megabyte() -> None:
         MqttSettings(receive_memory="500KB")
 
 
-def test_without_a_limit_nothing_ever_waits() -> None:
-    budget = ReceiveBudget(None)
-    claims = [budget.claim(10_000_000, patience=0.0) for _ in range(5)]
+def test_without_a_limit_it_is_never_full() -> None:
+    budget, rooms = _budget(None)
+    claims = [budget.claim(10_000_000) for _ in range(5)]
     assert budget.held == 50_000_000
-    assert (budget.waits, budget.overruns) == (0, 0)
+    assert not budget.full()
     del claims
+    gc.collect()
+    assert rooms == []

@@ -1,0 +1,227 @@
+"""The broker link on the daemon's asyncio loop, in-process against a real Mosquitto: no network
+thread of paho's, callbacks on the loop thread, reconnects of its own, the receive bound pausing
+the socket's reader, TLS."""
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config.settings import MqttSettings
+from bridge.pipeline.mqtt import Inbound, MqttLink
+from bridge.pipeline.topics import Topics
+from tests.e2e.test_mqtt_security import secure_broker
+from tests.support.mqtt_helpers import Collector, Mosquitto
+
+pytestmark = pytest.mark.broker
+
+__all__ = ["secure_broker"]  # a fixture, used by name
+
+PAHO_THREAD = "paho-mqtt-client-"  # how paho names the thread of loop_start
+
+
+class Harness:
+    """A link on a running loop, and what it reported, with the thread each report came on."""
+
+    def __init__(self, settings: MqttSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.messages: list[Inbound] = []
+        self.connects = 0
+        self.published: list[int] = []
+        self.threads: set[int] = set()
+        self.link = MqttLink(
+            settings,
+            Topics(settings.base_topic),
+            loop,
+            on_message=self._message,
+            on_connected=self._connected,
+            on_published=self._published,
+            info=lambda: b"{}",
+        )
+
+    def _message(self, message: Inbound) -> None:
+        self.threads.add(threading.get_ident())
+        self.messages.append(message)
+
+    def _connected(self) -> None:
+        self.threads.add(threading.get_ident())
+        self.connects += 1
+
+    def _published(self, mid: int) -> None:
+        self.threads.add(threading.get_ident())
+        self.published.append(mid)
+
+
+def _settings(url: str, **more: Any) -> MqttSettings:
+    return MqttSettings(url=url, client_id=f"link-{uuid.uuid4().hex[:8]}", reconnect_max=1, **more)
+
+
+async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def _run(scenario: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await scenario(asyncio.get_running_loop())
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def sender(broker: Mosquitto) -> Iterator[Collector]:
+    client = Collector(broker.port, ["llm2mqtt/bridge/state"])
+    yield client
+    client.close()
+
+
+def test_start_returns_connected_with_no_paho_thread_and_callbacks_on_the_loop(
+    broker: Mosquitto, sender: Collector
+) -> None:
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        before = {t.ident for t in threading.enumerate()}
+        harness = Harness(_settings(broker.url), loop)
+        harness.link.subscribe(topic)
+        await harness.link.start()
+        assert harness.link.connected  # start waited for the CONNACK
+        client_id = harness.link.settings.client_id
+        names = [t.name for t in threading.enumerate() if t.ident not in before]
+        assert f"{PAHO_THREAD}{client_id}" not in names, names
+        assert not [n for n in names if n.startswith(PAHO_THREAD)], names
+        await _until(lambda: harness.connects == 1, 5, "on_connected")
+        sender.publish(topic, b"hello")
+        await _until(lambda: len(harness.messages) == 1, 5, "the message")
+        harness.link.ack(harness.messages[0])
+        mid = harness.link.publish(f"{topic}/out", b"answer")
+        await _until(lambda: mid in harness.published, 5, "the PUBACK of our publish")
+        assert harness.threads == {threading.get_ident()}  # every callback on the loop thread
+        await harness.link.stop()
+        assert not harness.link.connected
+        assert harness.link.client.socket() is None
+
+    _run(scenario)
+    sender.wait_for("llm2mqtt/bridge/state")
+    assert sender.on("llm2mqtt/bridge/state")[-1].json() == {"state": "offline"}
+
+
+def test_reconnects_after_the_broker_restarts_on_the_same_port(broker: Mosquitto, sender: Collector) -> None:
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        harness = Harness(_settings(broker.url), loop)
+        harness.link.subscribe(topic)
+        await harness.link.start()
+        assert harness.link.connected
+        await asyncio.to_thread(broker.stop)
+        await _until(lambda: not harness.link.connected, 10, "the loss noticed")
+        await asyncio.sleep(1.5)  # at least one attempt fails while the broker is away
+        await asyncio.to_thread(broker.start)
+        await _until(lambda: harness.link.connected, 10, "connected again")
+        await _until(lambda: harness.connects == 2, 5, "on_connected again")
+        await _until(sender.client.is_connected, 10, "the test's own client connected again")
+        sender.publish(topic, b"after the restart")
+        await _until(lambda: len(harness.messages) == 1, 10, "a message after the restart")
+        await harness.link.stop()
+
+    _run(scenario)
+
+
+def test_a_broker_that_is_away_at_start_is_retried_without_failing_start(tmp_path: Path) -> None:
+    late = Mosquitto(tmp_path / "late")
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        harness = Harness(_settings(late.url), loop)
+        began = time.monotonic()
+        await harness.link.start()  # nothing listens: returns, does not raise
+        assert time.monotonic() - began < 3
+        assert not harness.link.connected
+        await asyncio.to_thread(late.start)
+        try:
+            await _until(lambda: harness.link.connected, 10, "connected once the broker came")
+        finally:
+            await harness.link.stop()
+            await asyncio.to_thread(late.stop)
+
+    _run(scenario)
+
+
+def test_the_receive_bound_pauses_reading_until_bytes_come_back(broker: Mosquitto, sender: Collector) -> None:
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+    big = b"x" * 600_000
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        harness = Harness(_settings(broker.url, receive_memory="1MB"), loop)
+        harness.link.subscribe(topic)
+        await harness.link.start()
+        for _ in range(3):
+            sender.publish(topic, big)
+        await _until(lambda: len(harness.messages) == 2, 10, "two messages, 1.2 MB")
+        await asyncio.sleep(1.0)
+        assert len(harness.messages) == 2  # the third waits at the broker and in the kernel
+        assert harness.link.socket.paused
+        assert harness.link.budget.waits == 1
+        for message in harness.messages:
+            harness.link.ack(message)  # journaled: the bytes come back
+        await _until(lambda: len(harness.messages) == 3, 5, "the third once there was room")
+        assert not harness.link.socket.paused
+        assert harness.link.budget.overruns == 0
+        await harness.link.stop()
+
+    _run(scenario)
+
+
+def test_the_receive_bound_holds_reading_back_half_the_keepalive_at_most(
+    broker: Mosquitto, sender: Collector
+) -> None:
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        harness = Harness(_settings(broker.url, receive_memory="1MB", keepalive=5), loop)
+        harness.link.subscribe(topic)
+        await harness.link.start()
+        sender.publish(topic, b"x" * 1_100_000)
+        sender.publish(topic, b"after")
+        await _until(lambda: len(harness.messages) == 1, 10, "the big message")
+        began = time.monotonic()
+        await _until(lambda: len(harness.messages) == 2, 10, "the next one, without room")
+        assert time.monotonic() - began > 2.0  # held back for keepalive / 2 = 2.5s
+        assert harness.link.budget.overruns == 1
+        assert harness.link.connected
+        await harness.link.stop()
+
+    _run(scenario)
+
+
+def test_a_burst_over_tls_arrives_whole(secure_broker: tuple[int, int, Path]) -> None:
+    """paho's TLS socket keeps decrypted bytes the selector does not see: none may be left there."""
+    tls_port, plain_port, ca = secure_broker
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+    count = 500
+    sender = Collector(plain_port, [])
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        url = f"mqtts://bridge:s3cret%20pass@127.0.0.1:{tls_port}"
+        harness = Harness(_settings(url, tls={"ca_certs": str(ca)}), loop)
+        harness.link.subscribe(topic)
+        await harness.link.start()
+        assert harness.link.connected
+        for index in range(count):
+            sender.publish(topic, str(index).encode())
+        await _until(lambda: len(harness.messages) == count, 20, f"{count} messages over TLS")
+        for message in harness.messages:
+            harness.link.ack(message)
+        assert [m.payload for m in harness.messages] == [str(i).encode() for i in range(count)]
+        await harness.link.stop()
+
+    try:
+        _run(scenario)
+    finally:
+        sender.close()
