@@ -219,6 +219,7 @@ class Bridge:
         await self._drain_outbox(timeout=3.0)
         self.outbox.flush()  # what the broker has is not sent again at the next start
         await self.link.stop()
+        self.outbox.flush()  # and what it acknowledged while the link closed
         await self.pool.close()
         if not self._ollama:
             await self.backend.close()

@@ -199,11 +199,11 @@ class Outbox:
     def _delivered_row(self, row: OutboxMessage) -> None:
         self._delivered.append(row)
         if self._loop is None:
-            self.flush()
+            self._flush_and_pump()
             return
         if self._delete_at is None:
             # One delete per DELETE_EVERY, however many rows were delivered meanwhile.
-            self._delete_at = self._loop.call_later(DELETE_EVERY, self.flush)
+            self._delete_at = self._loop.call_later(DELETE_EVERY, self._flush_and_pump)
         if (self._maybe_more or self._sink_more) and not self._pump_soon:
             # Room in the window for rows still in the table: one pump per loop iteration.
             self._pump_soon = True
@@ -213,8 +213,13 @@ class Outbox:
         self._pump_soon = False
         self.pump()
 
+    def _flush_and_pump(self) -> None:
+        self.flush()
+        self.pump()
+
     def flush(self) -> None:
-        """Delete the rows delivered so far (at a stop, so that they are not sent again)."""
+        """Delete the rows delivered so far, sending nothing new (at a stop, so that they are not
+        sent again at the next start)."""
         if self._delete_at is not None:
             self._delete_at.cancel()
             self._delete_at = None
@@ -224,4 +229,3 @@ class Outbox:
             self._journal.delete_messages(r.id for r in delivered)
             if self._waiters:
                 self._settle(delivered)
-        self.pump()
