@@ -217,9 +217,9 @@ class Bridge:
                 log.exception("extension %s failed to stop cleanly", extension.name)
         self.journal.commit()
         await self._drain_outbox(timeout=3.0)
-        self.outbox.flush()  # what the broker has is not sent again at the next start
+        self.outbox.flush()  # not sent again at the next start; no timed pump while closing
         await self.link.stop()
-        self.outbox.flush()  # and what it acknowledged while the link closed
+        self.outbox.flush()  # and what the broker acknowledged while the link closed
         await self.pool.close()
         if not self._ollama:
             await self.backend.close()
