@@ -227,9 +227,9 @@ class Bridge:
         log.info("stopped")
 
     async def _drain_outbox(self, timeout: float) -> None:
-        """Give the broker a moment to take what is in flight; the rest waits in the journal."""
+        """Let the broker take what is in flight or being synced; the rest waits in the journal."""
         deadline = time.monotonic() + timeout
-        while self.link.connected and self.outbox.in_flight and time.monotonic() < deadline:
+        while self.link.connected and self.outbox.busy and time.monotonic() < deadline:
             self.journal.commit()
             await asyncio.sleep(0.02)
 

@@ -195,6 +195,11 @@ class Journal(JournalUpkeep):
     def in_transaction(self) -> bool:
         return self._in_tx
 
+    @property
+    def syncing(self) -> bool:
+        """Writes are not durable yet (uncommitted, or their fsync is under way)."""
+        return self._in_tx or self._sync.busy
+
     def after_commit(self, callback: Callable[[], None], *, durable: bool = True) -> None:
         """Run `callback` once everything written so far is durable (soon: someone waits).
         `durable=False`: once it is committed, without waiting for the disk (work that

@@ -95,6 +95,11 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def busy(self) -> bool:
+        """Rows wait for the broker's acknowledgement, or for the fsync before they are sent."""
+        return bool(self._in_flight) or self._journal.syncing
+
     def add(self, messages: Iterable[OutboxMessage], *, urgent: bool = True) -> None:
         """Queue messages durably. Urgent ones make the journal commit now; others ride along."""
         self._journal.add_messages(messages)

@@ -42,6 +42,11 @@ class WalSync:
         if loop is not None and self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-fsync")
 
+    @property
+    def busy(self) -> bool:
+        """Some callbacks still wait for an fsync."""
+        return self._flight is not None or bool(self._pending)
+
     def committed(self, callbacks: Batch, *, wrote: bool) -> None:
         """A commit happened (`wrote`: it wrote something); run `callbacks` once it is durable."""
         self._pending += callbacks

@@ -387,6 +387,7 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
             sync.committed([lambda i=i: ran.append(i)], wrote=True)
             await asyncio.sleep(0.02)
         assert ran == []  # the first fsync has not returned
+        assert sync.busy
         sync.gate.set()
         for _ in range(200):
             if len(ran) == 3:
@@ -394,6 +395,7 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
             await asyncio.sleep(0.01)
         assert ran == [0, 1, 2]
         assert sync.syncs == 2  # the commits made during the first fsync shared the second
+        assert not sync.busy
         sync.committed([lambda: ran.append(3)], wrote=False)  # nothing new to sync: at once
         assert ran == [0, 1, 2, 3]
         sync.close()
