@@ -17,6 +17,7 @@ from bench import (
     spine,
     sqs_bench,
     todo_bench,
+    transport,
     web_bench,
 )
 from bench.common import env_note
@@ -41,6 +42,7 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,
+    "transport": lambda quick: transport.transport(calls=500 if quick else 2000, rounds=3 if quick else 5),
     "memory": lambda quick: spine.memory(jobs=1000 if quick else 10_000),
     "memory_bounded": lambda quick: spine.memory(jobs=1000 if quick else 10_000, receive_memory="8MB"),
     "schedule": schedule_bench.schedule,

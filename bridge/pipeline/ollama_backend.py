@@ -6,10 +6,7 @@ faults worth retrying, and errors a person can act on.
 """
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ import ollama
 from bridge.config.redact import redact_url
 from bridge.config.settings import OllamaSettings
 from bridge.errors import BackendDown, BackendError, BackendUnavailable, ModelNotFound
+from bridge.pipeline.http_transport import KeepAliveTransport
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +55,15 @@ class OllamaBackend:
             host=settings.url.rstrip("/"),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
         )
-        # Chat requests, the hot path, go through the blocking client on `parallel` threads of
-        # their own: per request it costs about half the CPU of the asyncio one (httpcore over
-        # anyio), measured against the stand-in. One client per deadline: its read timeout is
-        # the deadline, so a request given up on is also closed, and Ollama stops generating.
-        self._chat_clients: dict[float, ollama.Client] = {}
-        self._workers = Workers(settings.parallel, "ollama")
+        # Chat requests, the hot path, go through a client of their own on a lean transport
+        # (bridge.pipeline.http_transport): per request it costs less than half the CPU of
+        # httpx's default one. Their deadline is the job's (asyncio.timeout below), which
+        # closes the connection of a request given up on, so Ollama stops generating.
+        self._chat = ollama.AsyncClient(
+            host=settings.url.rstrip("/"),
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
+            transport=KeepAliveTransport(max_idle=settings.parallel),
+        )
         self._slots = asyncio.Semaphore(settings.parallel)
         self._sleep = sleep
         self.in_flight = 0
@@ -117,16 +118,13 @@ class OllamaBackend:
             async with asyncio.timeout(deadline):
                 # One answer in one body: streamed, every token is a line the client reads,
                 # parses and validates, which cost more CPU than the rest of the job.
-                client = self._chat_client(deadline)
-                final = await self._workers.run(
-                    lambda: client.chat(
-                        model=model,
-                        messages=messages,
-                        format=schema,
-                        options=options,
-                        keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
-                        stream=False,
-                    )
+                final = await self._chat.chat(
+                    model=model,
+                    messages=messages,
+                    format=schema,
+                    options=options,
+                    keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
+                    stream=False,
                 )
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise BackendUnavailable(
@@ -154,14 +152,6 @@ class OllamaBackend:
             eval_tokens=final.eval_count or 0,
             wall_ms=(time.perf_counter() - started) * 1000,
         )
-
-    def _chat_client(self, deadline: float) -> ollama.Client:
-        client = self._chat_clients.get(deadline)
-        if client is None:
-            timeout = httpx.Timeout(deadline, connect=self.settings.connect_timeout)
-            client = ollama.Client(host=self.settings.url.rstrip("/"), timeout=timeout)
-            self._chat_clients[deadline] = client
-        return client
 
     def _unreachable(self) -> BackendDown:
         return BackendDown(
@@ -241,66 +231,7 @@ class OllamaBackend:
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own
-        self._workers.stop()
-        for client in self._chat_clients.values():
-            client._client.close()
-        self._chat_clients.clear()
-
-
-class Workers:
-    """Threads that run blocking calls for the event loop, at most `size` at once.
-
-    Daemon threads, unlike asyncio.to_thread's pool: a request still waiting for Ollama when the
-    daemon stops (its job goes back to the queue) does not hold up the exit. A call whose
-    awaiting task was cancelled still ends on its thread, so the model never has more than
-    `size` requests from here."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self._size = size
-        self._name = name
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._threads: list[threading.Thread] = []
-
-    async def run(self, call: Callable[[], Any]) -> Any:
-        """`call()` on one of the threads; its result or its exception."""
-        future = asyncio.get_running_loop().create_future()
-        if len(self._threads) < self._size:
-            thread = threading.Thread(
-                target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-        self._calls.put((call, future))
-        return await future
-
-    def stop(self) -> None:
-        """Let the threads end once the calls under way are done."""
-        for _ in self._threads:
-            self._calls.put(None)
-        self._threads.clear()
-
-    def _serve(self) -> None:
-        while (item := self._calls.get()) is not None:
-            call, future = item
-            if future.cancelled():
-                continue  # given up on while it waited for a thread: never sent
-            try:
-                result, error = call(), None
-            except Exception as exc:
-                result, error = None, exc
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+        await self._chat._client.aclose()
 
 
 async def retrying(
