@@ -1,13 +1,18 @@
 """The chat requests' HTTP/1.1 transport, against servers that answer in each way HTTP allows."""
 
 import asyncio
+import ipaddress
 import json
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from bridge.pipeline.http_transport import KeepAliveTransport
+from tests.support.certs import certificates
 from tests.support.ollama_standin import OllamaStandin
 
 Answer = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -16,15 +21,16 @@ Answer = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter, int]
 class RawServer:
     """A TCP server whose every connection runs `answer`; counts connections and their ends."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.closed_by_client = 0
         self.requests: list[bytes] = []
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> "RawServer":
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -34,7 +40,8 @@ class RawServer:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -180,6 +187,33 @@ def test_a_request_given_up_on_closes_its_connection_and_a_slow_answer_times_out
                 await http.get(server.url, timeout=httpx.Timeout(2.0, read=0.2))
 
     run(main())
+
+
+def test_tls_to_a_trusted_server_and_a_connect_error_for_an_untrusted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key = certificates(tmp_path, x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+
+    async def answer(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int
+    ) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+
+    async def main(trusted: bool) -> None:
+        async with RawServer(answer, tls) as server, client() as http:
+            if not trusted:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await http.get(server.url)
+                return
+            assert [(await http.get(server.url)).text for _ in range(3)] == ["secret"] * 3
+            assert server.connections == 1
+
+    run(main(trusted=False))  # certifi's roots do not include the test CA
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # as httpx itself is told of a private CA
+    run(main(trusted=True))
 
 
 def test_a_refused_connection_is_a_connect_error() -> None:
