@@ -2,9 +2,9 @@
 
 The ollama client hands its keyword arguments to its httpx client, `transport=` among them.
 Per chat request against the Ollama stand-in, httpx's own asyncio transport (httpcore over
-anyio) cost about 1.5 ms of CPU and the blocking client on a thread of its own about 1.1 ms;
+anyio) cost about 1.3 ms of CPU and the blocking client on a thread of its own about 1.0 ms;
 this one, asyncio streams kept open between requests, about 0.5 ms
-(`python -m bench.transport`).
+(`python -m bench transport`).
 
 It speaks what Ollama's server speaks: HTTP/1.1 with keep-alive, a body sized by
 Content-Length, chunked, or ended by the server closing, over TCP or TLS (Ollama behind a
