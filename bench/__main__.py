@@ -39,6 +39,9 @@ def _compare(kind: compare.BrokerKind) -> Callable[[bool], dict[str, Any]]:
 BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "compare": _compare("default"),
     "compare_tuned": _compare("tuned"),
+    "broker_settings": lambda quick: compare.broker_settings(
+        reps=1 if quick else 2, jobs=500 if quick else 2000
+    ),
     "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,

@@ -42,7 +42,7 @@ from tests.support.ollama_standin import OllamaStandin
 System = Literal["naive", "nodered", "llm2mqtt"]
 SYSTEMS: tuple[System, ...] = ("naive", "nodered", "llm2mqtt")
 RESULT = "llm2mqtt/bench_text/result"
-BrokerKind = Literal["default", "tuned"]
+BrokerKind = Literal["default", "tuned", "nodelay", "inflight_0", "queued_0"]
 BASE = "llm2mqtt/"
 # Jobs a burst keeps unanswered at most: a default Mosquitto queues 1,000 messages per client
 # (max_queued_messages) and drops QoS 1 messages beyond that, even for a persistent session.
@@ -52,6 +52,14 @@ WINDOW = 500
 _DEFAULT_CONF = "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n"
 # Sends small packets at once (acks, results) and never drops queued QoS 1 messages.
 _TUNED_CONF = _DEFAULT_CONF + "set_tcp_nodelay true\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+# The default configuration with one of the tuned lines (`broker_settings`).
+_CONFS: dict[str, str] = {
+    "default": _DEFAULT_CONF,
+    "tuned": _TUNED_CONF,
+    "nodelay": _DEFAULT_CONF + "set_tcp_nodelay true\n",
+    "inflight_0": _DEFAULT_CONF + "max_inflight_messages 0\n",
+    "queued_0": _DEFAULT_CONF + "max_queued_messages 0\n",
+}
 
 
 @dataclass
@@ -85,7 +93,7 @@ class _JobClient(Client):
 
 def _broker(folder: Path, kind: BrokerKind) -> Mosquitto:
     broker = Mosquitto(folder / "mosquitto")
-    broker.conf.write_text((_TUNED_CONF if kind == "tuned" else _DEFAULT_CONF).format(port=broker.port))
+    broker.conf.write_text(_CONFS[kind].format(port=broker.port))
     return broker
 
 
@@ -211,20 +219,24 @@ def overhead(
         plain = plain_round_trips(client, paced, 50)
         paced_latency, _ = job_round_trips(client, paced, 50, "paced")
         spy = _py_spy(proc.pid, profile) if profile else None
-        cpu = proc.cpu_times()
+        cpu, threads = proc.cpu_times(), _thread_cpu(proc)
         wall = _burst(client, jobs, "burst")
-        after = proc.cpu_times()
+        after, threads_after = proc.cpu_times(), _thread_cpu(proc)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
         used = (after.user + after.system) - (cpu.user + cpu.system)
-        figures = {
+        figures: dict[str, float] = {
             "cpu_ms_per_job": round(used / jobs * 1000, 2),
             "jobs_per_s": round(jobs / wall, 1),
             "added_p50_ms": round(median(paced_latency) - median(plain), 2),
             "added_p99_ms": round(percentile(paced_latency, 99) - percentile(plain, 99), 2),
             "broker_rtt_p99_ms": round(percentile(plain, 99), 2),
         }
+        if system == "llm2mqtt":  # py-spy counts a thread blocked in fsync; this does not
+            loop = threads_after.pop(proc.pid, 0.0) - threads.pop(proc.pid, 0.0)
+            figures["cpu_ms_per_job_loop_thread"] = round(loop / jobs * 1000, 2)
+            figures["cpu_ms_per_job_other_threads"] = round((used - loop) / jobs * 1000, 2)
         time.sleep(0.5)  # the last acks and deletes of the burst
         before = _published(counter)
         if system == "llm2mqtt":
@@ -248,6 +260,29 @@ def overhead(
                 per_job = {text: round(n / counted, 2) for text, n in texts.items()}
                 profile.with_suffix(".sql.json").write_text(json.dumps(per_job, indent=1))
     return figures
+
+
+def _thread_cpu(proc: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) of each of the process's threads, by thread id."""
+    return {t.id: t.user_time + t.system_time for t in proc.threads()}
+
+
+def broker_settings(reps: int = 2, jobs: int = 2000) -> dict[str, Any]:
+    """llm2mqtt's burst with the default broker and with each tuned line alone, rotated."""
+    kinds: list[BrokerKind] = ["default", "nodelay", "inflight_0", "queued_0", "tuned"]
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    for rep in range(reps):
+        for kind in kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]:
+            figures = overhead("llm2mqtt", kind, jobs=jobs, paced=100, counted=50)
+            line = {"rep": rep, "broker": kind, "load1": os.getloadavg()[0], **figures}
+            print(json.dumps(line), flush=True)
+            runs[kind].append(figures)
+    summary: dict[str, Any] = {"bench": "broker_settings", "reps": reps, "burst_jobs": jobs}
+    for kind, figures in runs.items():
+        for key in ("cpu_ms_per_job", "jobs_per_s", "added_p99_ms"):
+            values = [f[key] for f in figures]
+            summary[f"{kind}.{key}"] = {"median": median(values), "min": min(values)}
+    return summary
 
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -324,6 +359,7 @@ def compare(
 
 _ROWS = {
     "cpu_ms_per_job": "bridge CPU per job (ms)",
+    "cpu_ms_per_job_loop_thread": "of which the event loop's thread (ms)",
     "jobs_per_s": "jobs/s, burst",
     "added_p50_ms": "added latency p50 at 50 jobs/s (ms)",
     "added_p99_ms": "added latency p99 at 50 jobs/s (ms)",

@@ -105,9 +105,9 @@ class Bridge:
             self.settings,
             clock=self._clock,
         )
-        self.metrics = Metrics(
-            MetricsSource(self.runner, self.intake, self.queue, self.journal, self._ollama or [self.backend])
-        )
+        backends = self._ollama or [self.backend]
+        source = MetricsSource(self.runner, self.intake, self.queue, self.journal, backends, self.link.budget)
+        self.metrics = Metrics(source)
         self.runner.observers.append(self.metrics.job_done)
         self.extensions = build_features(self.config)
         self.runner.extensions = self.extensions

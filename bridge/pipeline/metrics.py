@@ -19,6 +19,7 @@ from bridge.pipeline.intake import Intake
 from bridge.pipeline.journal import Journal
 from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.queue import JobQueue
+from bridge.pipeline.receive_budget import ReceiveBudget
 from bridge.pipeline.runner import Runner
 
 # Seconds; a home GPU answers in tenths of a second to a minute.
@@ -34,6 +35,7 @@ class MetricsSource:
     queue: JobQueue
     journal: Journal
     backends: Sequence[OllamaBackend]
+    receive: ReceiveBudget | None = None  # mqtt.receive_memory
 
 
 class Metrics:
@@ -133,6 +135,7 @@ class _Snapshot(Collector):
                 up.add_metric([url], int(backend.reachable))
         yield in_flight
         yield up
+        yield from self._receive()
         files = [source.journal.path, Path(f"{source.journal.path}-wal")]
         size = sum(path.stat().st_size for path in files if path.exists())
         yield GaugeMetricFamily(
@@ -142,6 +145,25 @@ class _Snapshot(Collector):
         for state, count in sorted(source.journal.counts().items()):
             by_state.add_metric([state], count)
         yield by_state
+
+    def _receive(self) -> Iterator[Metric]:
+        budget = self._source.receive
+        if budget is None or budget.limit is None:
+            return  # mqtt.receive_memory is off: nothing is counted
+        yield GaugeMetricFamily(
+            "llm2mqtt_receive_held_bytes", "Received payload bytes not yet journaled", value=budget.held
+        )
+        yield GaugeMetricFamily(
+            "llm2mqtt_receive_limit_bytes", "mqtt.receive_memory: reading pauses at it", value=budget.limit
+        )
+        yield CounterMetricFamily(
+            "llm2mqtt_receive_pauses", "Times reading from the broker paused for room", value=budget.waits
+        )
+        yield CounterMetricFamily(
+            "llm2mqtt_receive_overruns",
+            "Times reading went on past the limit, to keep the connection alive",
+            value=budget.overruns,
+        )
 
     def _per_rule(self) -> Iterator[Metric]:
         jobs = CounterMetricFamily(

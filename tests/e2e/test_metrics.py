@@ -66,6 +66,7 @@ def test_metrics_count_jobs_skips_latency_and_state(
     assert samples[("llm2mqtt_jobs_running", ())] == 0
     assert samples[("llm2mqtt_journal_bytes", ())] > 0
     assert samples[("llm2mqtt_journal_jobs", (("state", "done"),))] == 1
+    assert not [key for key in samples if key[0].startswith("llm2mqtt_receive_")]  # receive_memory off
     backends = [key for key in samples if key[0] == "llm2mqtt_backend_up"]
     assert len(backends) == 1
     assert samples[backends[0]] == 1

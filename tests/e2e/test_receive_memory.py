@@ -16,7 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from PIL import Image
 
 from tests.conftest import LOCK_RULE
-from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto
+from tests.e2e.test_metrics import scrape
+from tests.support.mqtt_helpers import Collector, Daemon, Mosquitto, free_port, wait_for_port
 from tests.support.ollama_standin import ChatRequest, OllamaStandin, default_reply
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -113,8 +114,11 @@ def test_a_flood_of_pictures_many_times_the_bound_is_all_journaled_then_answered
     broker: Mosquitto,
     model: threading.Event,
 ) -> None:
-    proc = daemon([LOCK_RULE], **_settings())
+    port = free_port()
+    proc = daemon([LOCK_RULE], **_settings(), http={"enabled": True, "port": port})
     collector.wait_for("llm2mqtt/bridge/state")
+    wait_for_port(port)
+    assert scrape(port)[("llm2mqtt_receive_pauses_total", ())] == 0
     pictures = _pictures(PICTURES)
     assert sum(map(len, pictures)) > 20 * 1_000_000  # 20 times mqtt.receive_memory
     _flood(broker.port, pictures)
@@ -123,9 +127,13 @@ def test_a_flood_of_pictures_many_times_the_bound_is_all_journaled_then_answered
     assert sum(states.values()) == PICTURES, states
     assert "failed" not in states, states
     assert PAUSED in proc.output()  # the bound was reached: reading paused for the journal
+    samples = scrape(port)
+    assert samples[("llm2mqtt_receive_pauses_total", ())] >= 1
+    assert samples[("llm2mqtt_receive_limit_bytes", ())] == 1_000_000
     model.set()
     _answered_once(results, PICTURES)
     assert _jobs(proc) == {"done": PICTURES}
+    assert scrape(port)[("llm2mqtt_receive_held_bytes", ())] == 0  # every claim given back
 
 
 def test_a_stop_while_the_intake_is_held_back_exits_cleanly_and_loses_nothing(
