@@ -108,7 +108,8 @@ def test_start_returns_connected_with_no_paho_thread_and_callbacks_on_the_loop(
         assert harness.link.client.socket() is None
 
     _run(scenario)
-    sender.wait_for("llm2mqtt/bridge/state")
+    # The online state may reach the sender first: wait for the offline one that the stop sent.
+    sender.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "offline"})
     assert sender.on("llm2mqtt/bridge/state")[-1].json() == {"state": "offline"}
 
 
