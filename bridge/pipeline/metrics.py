@@ -35,7 +35,7 @@ class MetricsSource:
     queue: JobQueue
     journal: Journal
     backends: Sequence[OllamaBackend]
-    receive: ReceiveBudget | None = None  # mqtt.receive_memory
+    receive: ReceiveBudget  # mqtt.receive_memory
 
 
 class Metrics:
@@ -148,7 +148,7 @@ class _Snapshot(Collector):
 
     def _receive(self) -> Iterator[Metric]:
         budget = self._source.receive
-        if budget is None or budget.limit is None:
+        if budget.limit is None:
             return  # mqtt.receive_memory is off: nothing is counted
         yield GaugeMetricFamily(
             "llm2mqtt_receive_held_bytes", "Received payload bytes not yet journaled", value=budget.held

@@ -58,7 +58,9 @@ class OllamaBackend:
         # Chat requests, the hot path, go through a client of their own on a lean transport
         # (bridge.pipeline.http_transport): per request it costs less than half the CPU of
         # httpx's default one. Their deadline is the job's (asyncio.timeout below), which
-        # closes the connection of a request given up on, so Ollama stops generating.
+        # closes the connection of a request given up on, so Ollama stops generating. The
+        # client above keeps httpx's transport: /api/pull streams its progress, which the lean
+        # one (whole bodies only) would hold back until the end.
         self._chat = ollama.AsyncClient(
             host=settings.url.rstrip("/"),
             timeout=httpx.Timeout(None, connect=settings.connect_timeout),
