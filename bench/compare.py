@@ -228,6 +228,8 @@ def overhead(
         used = (after.user + after.system) - (cpu.user + cpu.system)
         figures: dict[str, float] = {
             "cpu_ms_per_job": round(used / jobs * 1000, 2),
+            # of which in the kernel (system calls: sockets, epoll, the journal's writes)
+            "cpu_ms_per_job_kernel": round((after.system - cpu.system) / jobs * 1000, 2),
             "jobs_per_s": round(jobs / wall, 1),
             "added_p50_ms": round(median(paced_latency) - median(plain), 2),
             "added_p99_ms": round(percentile(paced_latency, 99) - percentile(plain, 99), 2),

@@ -7,13 +7,20 @@ its own, and only after that fsync returns does anything that waited for the com
 (acknowledgements, the outbox). Commits made while an fsync is under way are covered by the
 next one: one fsync for a whole group, however many commits it took. A killed process loses
 nothing either way: committed pages are in the operating system's hands.
+
+The thread is the journal's own, fed through a queue, not an executor's: per fsync it takes
+the interpreter's lock back four times (woken, the WAL checked, fsync returned, the loop told),
+where the executor's worker, future and second stat made it five, and each time the busy loop
+thread has to hand the lock over.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,7 +37,9 @@ class WalSync:
         self.enabled = enabled
         self._on_durable = on_durable  # after every batch (the outbox sends what became durable)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        # One item per fsync to make: the loop to tell once it returned (None: stop).
+        self._requests: queue.SimpleQueue[asyncio.AbstractEventLoop | None] = queue.SimpleQueue()
         self._fd: int | None = None
         self._pending: Batch = []  # waits for the next fsync
         self._dirty = False  # something was committed since the last fsync began
@@ -39,8 +48,9 @@ class WalSync:
     def use_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """fsync in a thread and call back on `loop` (None: fsync inline, as the CLI does)."""
         self._loop = loop
-        if loop is not None and self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-fsync")
+        if loop is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="journal-fsync", daemon=True)
+            self._thread.start()
 
     @property
     def busy(self) -> bool:
@@ -66,18 +76,25 @@ class WalSync:
         self._run(batch)
 
     def _start(self) -> None:
-        assert self._executor is not None
         assert self._loop is not None
         self._flight, self._pending, self._dirty = self._pending, [], False
-        loop = self._loop
-        future = self._executor.submit(self._fsync)
-        future.add_done_callback(lambda done: loop.call_soon_threadsafe(self._done, done))
+        self._requests.put(self._loop)
 
-    def _done(self, future: "Future[None]") -> None:
+    def _serve(self) -> None:
+        """The fsync thread: one fsync per request, then the loop is told how it went."""
+        while (loop := self._requests.get()) is not None:
+            error: OSError | None = None
+            try:
+                self._fsync()
+            except OSError as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: close() ran the batch
+                loop.call_soon_threadsafe(self._done, error)
+
+    def _done(self, error: OSError | None) -> None:
         batch, self._flight = self._flight, None
         if batch is None:
             return  # closed meanwhile: close() ran it
-        error = future.exception()
         if error is not None:
             # Nothing that waits is released before the disk has it: try again shortly.
             log.error("cannot make the journal durable (fsync %s): %s; retrying", self._wal, error)
@@ -105,23 +122,25 @@ class WalSync:
     def _fsync(self) -> None:
         if not self.enabled:
             return
-        # The WAL is one file for the database's life; it is reopened if SQLite made a new one.
-        try:
-            same = self._fd is not None and os.fstat(self._fd).st_ino == os.stat(self._wal).st_ino
-        except FileNotFoundError:
-            return  # no WAL: everything is in the database file, synced by its checkpoint
-        if not same:
-            if self._fd is not None:
-                os.close(self._fd)
-            self._fd = os.open(self._wal, os.O_RDONLY)
-        assert self._fd is not None
+        # SQLite keeps one WAL file while a connection is open, and the journal's stays open
+        # as long as this syncs; should the file it holds be unlinked all the same, the new
+        # one is opened (one fstat on the open file, not a stat of the path as well).
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            os.close(self._fd)
+            self._fd = None
+        if self._fd is None:
+            try:
+                self._fd = os.open(self._wal, os.O_RDONLY)
+            except FileNotFoundError:
+                return  # no WAL: everything is in the database file, synced by its checkpoint
         os.fsync(self._fd)
 
     def close(self) -> None:
         """Sync what is left and run what waited for it, here and now."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._thread is not None:
+            self._requests.put(None)  # after the fsync under way, if one is
+            self._thread.join()
+            self._thread = None
         batch, self._flight = self._flight or [], None
         self._pending[:0] = batch
         self._dirty = self._dirty or bool(batch)

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -401,3 +402,80 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
         sync.close()
 
     asyncio.run(scenario())
+
+
+class _FailingSync(WalSync):
+    """A WalSync whose first `failures` fsyncs fail as a full or broken disk makes them."""
+
+    def __init__(self, wal: Path, failures: int) -> None:
+        super().__init__(wal, enabled=True, on_durable=lambda: None)
+        self.failures = failures
+
+    def _fsync(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(5, "Input/output error")
+        super()._fsync()
+
+
+def test_a_failed_fsync_holds_what_waits_and_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.pipeline.wal_sync.RETRY_S", 0.05)
+
+    async def scenario() -> None:
+        (tmp_path / "j-wal").write_bytes(b"frames")
+        sync = _FailingSync(tmp_path / "j-wal", failures=2)
+        sync.use_loop(asyncio.get_running_loop())
+        ran: list[str] = []
+        sync.committed([lambda: ran.append("ack")], wrote=True)
+        await asyncio.sleep(0.08)
+        assert ran == []  # failed once, waiting to try again
+        assert sync.busy
+        await _until(lambda: ran == ["ack"])
+        assert sync.failures == 0
+        assert not sync.busy
+        sync.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_runs_what_waits_for_the_fsync_under_way(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        (tmp_path / "j-wal").write_bytes(b"frames")
+        sync = _GatedSync(tmp_path / "j-wal")
+        sync.use_loop(asyncio.get_running_loop())
+        ran: list[int] = []
+        sync.committed([lambda: ran.append(1)], wrote=True)
+        await asyncio.sleep(0.02)
+        threading.Timer(0.05, sync.gate.set).start()
+        sync.close()  # waits for the fsync under way, then runs its batch here
+        # synced twice: close cannot know how the fsync under way went, so it syncs again
+        assert ran == [1]
+        assert sync.syncs == 2
+        assert not sync.busy
+        await asyncio.sleep(0.02)  # the thread's own report of that fsync changes nothing
+        assert ran == [1]
+
+    asyncio.run(scenario())
+
+
+def test_a_wal_made_anew_is_the_one_synced(tmp_path: Path) -> None:
+    wal = tmp_path / "j-wal"
+    wal.write_bytes(b"frames")
+    synced: list[int] = []
+    sync = WalSync(wal, enabled=True, on_durable=lambda: None)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bridge.pipeline.wal_sync.os.fsync", fsync)
+        sync.committed([], wrote=True)  # no loop: synced at once
+        wal.unlink()
+        wal.write_bytes(b"new frames")
+        sync.committed([], wrote=True)
+        sync.close()
+    assert synced[0] != synced[1] == wal.stat().st_ino
