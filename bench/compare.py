@@ -361,6 +361,7 @@ def compare(
 
 _ROWS = {
     "cpu_ms_per_job": "bridge CPU per job (ms)",
+    "cpu_ms_per_job_kernel": "of which in the kernel (ms)",
     "cpu_ms_per_job_loop_thread": "of which the event loop's thread (ms)",
     "jobs_per_s": "jobs/s, burst",
     "added_p50_ms": "added latency p50 at 50 jobs/s (ms)",
