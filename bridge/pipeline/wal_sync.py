@@ -83,15 +83,15 @@ class WalSync:
     def _serve(self) -> None:
         """The fsync thread: one fsync per request, then the loop is told how it went."""
         while (loop := self._requests.get()) is not None:
-            error: OSError | None = None
+            error: Exception | None = None
             try:
                 self._fsync()
-            except OSError as exc:
+            except Exception as exc:  # reported and retried; the thread must not die of it
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: close() ran the batch
                 loop.call_soon_threadsafe(self._done, error)
 
-    def _done(self, error: OSError | None) -> None:
+    def _done(self, error: Exception | None) -> None:
         batch, self._flight = self._flight, None
         if batch is None:
             return  # closed meanwhile: close() ran it

@@ -405,27 +405,29 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
 
 
 class _FailingSync(WalSync):
-    """A WalSync whose first `failures` fsyncs fail as a full or broken disk makes them."""
+    """A WalSync whose first `failures` fsyncs fail with `error` (a broken disk, or a bug)."""
 
-    def __init__(self, wal: Path, failures: int) -> None:
+    def __init__(self, wal: Path, failures: int, error: Exception) -> None:
         super().__init__(wal, enabled=True, on_durable=lambda: None)
         self.failures = failures
+        self.error = error
 
     def _fsync(self) -> None:
         if self.failures:
             self.failures -= 1
-            raise OSError(5, "Input/output error")
+            raise self.error
         super()._fsync()
 
 
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), ValueError("not a bug we know")])
 def test_a_failed_fsync_holds_what_waits_and_is_tried_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     monkeypatch.setattr("bridge.pipeline.wal_sync.RETRY_S", 0.05)
 
     async def scenario() -> None:
         (tmp_path / "j-wal").write_bytes(b"frames")
-        sync = _FailingSync(tmp_path / "j-wal", failures=2)
+        sync = _FailingSync(tmp_path / "j-wal", failures=2, error=error)
         sync.use_loop(asyncio.get_running_loop())
         ran: list[str] = []
         sync.committed([lambda: ran.append("ack")], wrote=True)
