@@ -10,6 +10,7 @@ from typing import Any
 from bench import (
     backends_bench,
     compare,
+    events_bench,
     floods,
     images_bench,
     outage_bench,
@@ -42,6 +43,7 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "broker_settings": lambda quick: compare.broker_settings(
         reps=1 if quick else 2, jobs=500 if quick else 2000
     ),
+    "job_events": lambda quick: events_bench.job_events(reps=1 if quick else 3, jobs=500 if quick else 2000),
     "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),
     "image_path": _image_path,

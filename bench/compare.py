@@ -99,12 +99,14 @@ def _broker(folder: Path, kind: BrokerKind) -> Mosquitto:
     return broker
 
 
-def _config(folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: int) -> Path:
-    """The user's defaults (journal synchronous=full, Home Assistant discovery on)."""
+def _config(
+    folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: int, mqtt: dict[str, Any]
+) -> Path:
+    """The user's defaults (journal synchronous=full, Home Assistant discovery on), and `mqtt`."""
     (folder / "rules").mkdir(exist_ok=True)
     (folder / "rules" / "bench_text.yaml").write_text(yaml.safe_dump(TEXT_RULE))
     config = {
-        "mqtt": {"url": broker.url, "client_id": "llm2mqtt-bench"},
+        "mqtt": {"url": broker.url, "client_id": "llm2mqtt-bench", **mqtt},
         "ollama": {"url": standin.url, "parallel": parallel, "timeout": 600},
         "log_level": "warning",
     }
@@ -115,13 +117,18 @@ def _config(folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: i
 
 @contextmanager
 def _python_bridge(
-    system: System, folder: Path, broker: Mosquitto, standin: OllamaStandin, parallel: int
+    system: System,
+    folder: Path,
+    broker: Mosquitto,
+    standin: OllamaStandin,
+    parallel: int,
+    mqtt: dict[str, Any],
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The naive script or the daemon (traced), running; stopped with SIGTERM after."""
     if system == "naive":
         command = [sys.executable, "-m", "bench.naive", str(broker.port), standin.url]
     else:
-        config = _config(folder, broker, standin, parallel)
+        config = _config(folder, broker, standin, parallel, mqtt)
         command = [sys.executable, "-m", "bench.traced", "run", "-c", str(config)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with (folder / "bridge.log").open("ab") as log:
@@ -135,7 +142,7 @@ def _python_bridge(
 
 @contextmanager
 def _system(
-    system: System, kind: BrokerKind, *, parallel: int = 1, latency: float = 0.0
+    system: System, kind: BrokerKind, *, parallel: int = 1, latency: float = 0.0, mqtt: dict[str, Any]
 ) -> Iterator[tuple[psutil.Process, _JobClient, Client, OllamaStandin]]:
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-compare-") as tmp:
         folder = Path(tmp)
@@ -145,7 +152,7 @@ def _system(
         bridge = (
             nodered.running(broker.port, standin.url, folder)
             if system == "nodered"
-            else _python_bridge(system, folder, broker, standin, parallel)
+            else _python_bridge(system, folder, broker, standin, parallel, mqtt)
         )
         try:
             with bridge as proc:
@@ -214,10 +221,18 @@ def _published(client: Client) -> int:
 
 
 def overhead(
-    system: System, kind: BrokerKind, *, jobs: int, paced: int, counted: int, profile: Path | None = None
+    system: System,
+    kind: BrokerKind,
+    *,
+    jobs: int,
+    paced: int,
+    counted: int,
+    profile: Path | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Added latency at 50 jobs/s, burst throughput and CPU per job, writes and messages per job."""
-    with _system(system, kind) as (proc, client, counter, _standin):
+    """Added latency at 50 jobs/s, burst throughput and CPU per job, writes and messages per job
+    (`mqtt`: llm2mqtt's settings beside the user's defaults)."""
+    with _system(system, kind, mqtt=mqtt or {}) as (proc, client, counter, _standin):
         plain = plain_round_trips(client, paced, 50)
         paced_latency, _ = job_round_trips(client, paced, 50, "paced")
         spy = _py_spy(proc.pid, profile) if profile else None
@@ -313,7 +328,7 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 def saturation(system: System, kind: BrokerKind, *, jobs: int) -> dict[str, float]:
     """Jobs/s against a model that takes 200 ms and runs 2 at once, as a fraction of 10/s."""
-    with _system(system, kind, parallel=2, latency=0.2) as (_proc, client, _counter, standin):
+    with _system(system, kind, parallel=2, latency=0.2, mqtt={}) as (_proc, client, _counter, standin):
         standin.reset_stats()
         wall = _burst(client, jobs, "sat")
         peak = standin.peak_open

@@ -85,7 +85,7 @@ class Bridge:
             on_published=lambda mid: self.outbox.on_published(mid),
             info=self.info_payload,
         )
-        self.outbox = Outbox(self.journal, self.link, loop=loop)
+        self.outbox = Outbox(self.journal, self.link, loop=loop, unpublished=self.settings.mqtt.quiet_events)
         self.tap_outbox, self.broker_connected = self.journal.tap_messages, lambda: self.link.connected
         self.intake = Intake(
             self.journal, self.queue, self.outbox, self.rules, self.topics, self.settings, self._clock

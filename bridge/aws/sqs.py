@@ -302,7 +302,7 @@ class SqsSource(Extension):
             **summary,
             "ts": iso(now),
         }
-        messages.append(OutboxMessage(topic=topics.event, payload=dumps(event), qos=0))
+        messages.append(OutboxMessage(topic=topics.event, payload=dumps(event), qos=0, kind="job_failed"))
         self._core.publish(messages)
         self._let_go(held, failed=True)
 

@@ -4,7 +4,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -19,6 +19,9 @@ from bridge.config.units import Duration, Size
 
 DEFAULT_MQTT_URL = "mqtt://localhost:1883"
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
+
+JobEvent = Literal["job_queued", "job_started", "job_done", "job_failed", "job_skipped"]
+JOB_EVENTS: tuple[JobEvent, ...] = get_args(JobEvent)
 
 
 class TlsSettings(StrictModel):
@@ -72,6 +75,12 @@ class MqttSettings(StrictModel):
         pattern=r"^[^/#+\x00]+$",
         description="MQTT 5: subscribe to inputs as $share/NAME/…, so several daemons split the work",
     )
+    job_events: list[JobEvent] = Field(
+        default_factory=lambda: list(JOB_EVENTS),
+        description="Which lifecycle events are published on <base>/bridge/event (default: all; [] for"
+        " none). Each costs a message per job; the web console shows every one either way, and"
+        " other events (pull_progress, changed, stale_image) are always published",
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -101,6 +110,11 @@ class MqttSettings(StrictModel):
                 " than one picture at a time (8MB is a good size)"
             )
         return size
+
+    @property
+    def quiet_events(self) -> frozenset[str]:
+        """The lifecycle events kept off the broker (those left out of `job_events`)."""
+        return frozenset(JOB_EVENTS) - set(self.job_events)
 
     @property
     def host(self) -> str:

@@ -26,6 +26,7 @@ class Node:
     base_topic: str
     prefix: str = "homeassistant"
     version: str = "0"
+    quiet_events: frozenset[str] = frozenset()  # lifecycle events not published (mqtt.job_events)
 
     @property
     def node_id(self) -> str:
@@ -162,7 +163,7 @@ def rule_entities(node: Node, rule: RuleBase) -> list[tuple[str, dict[str, Any]]
             )
         )
     # Job events come from the bridge's event topic; other rules' events render empty and are ignored.
-    kinds = [kind for kind in EVENT_TYPES if kind in options.events]
+    kinds = [k for k in EVENT_TYPES if k in options.events and f"job_{k}" not in node.quiet_events]
     types = ", ".join(f"'job_{kind}'" for kind in kinds)
     event_template = (
         f"{{% if value_json.rule == '{rule.name}' and value_json.type in [{types}] %}}"

@@ -61,7 +61,8 @@ class HomeAssistantExtension(Extension):
 
     async def start(self, core: Core) -> None:
         self._core = core
-        node = Node(core.topics.base, self.settings.discovery_prefix, __version__)
+        quiet = core.settings.mqtt.quiet_events  # Home Assistant is offered only what is published
+        node = Node(core.topics.base, self.settings.discovery_prefix, __version__, quiet)
         self._configs = discovery(node, core.rules.values(), core.settings.backend_settings())
         self._absent_images = absent_images(node, core.rules.values())
         self._folder = core.data_dir / "homeassistant"

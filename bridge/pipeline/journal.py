@@ -265,25 +265,6 @@ class Journal(JournalUpkeep):
                 ),
             )
 
-    def find_duplicate(
-        self, rule: str, *, dedupe_key: str | None, payload_hash: str | None, window: float
-    ) -> str | None:
-        """A job this input duplicates: same `id` ever, or same payload recently or still open."""
-        if dedupe_key is not None:
-            row = self._db.execute(
-                "SELECT id FROM jobs WHERE rule = ? AND dedupe_key = ? LIMIT 1", (rule, dedupe_key)
-            ).fetchone()
-            return row[0] if row else None
-        if payload_hash is None:
-            return None
-        row = self._db.execute(
-            "SELECT id FROM jobs WHERE rule = ? AND payload_hash = ?"
-            " AND (created >= ? OR state IN ('queued', 'running')) AND state != 'skipped'"
-            " ORDER BY created DESC LIMIT 1",
-            (rule, payload_hash, self._clock() - window),
-        ).fetchone()
-        return row[0] if row else None
-
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
         job = self._start(job_id, "")
@@ -361,6 +342,8 @@ class Journal(JournalUpkeep):
         messages = list(messages)
         if not self._in_tx and not any(m.durable for m in messages):
             self._events_ready += messages  # nothing to wait for: only telemetry
+            for tap in self._taps:
+                tap(messages)
             return
         with self._write(statements=1 + (len(messages) > _INSERT_CHUNK)) as db:
             self._add_messages(db, messages)

@@ -131,7 +131,33 @@ class JournalUpkeep:
             dropped += removed
         return dropped
 
+    # -- jobs -------------------------------------------------------------------------------
+
+    def find_duplicate(
+        self, rule: str, *, dedupe_key: str | None, payload_hash: str | None, window: float
+    ) -> str | None:
+        """A job this input duplicates: same `id` ever, or same payload recently or still open."""
+        if dedupe_key is not None:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE rule = ? AND dedupe_key = ? LIMIT 1", (rule, dedupe_key)
+            ).fetchone()
+            return row[0] if row else None
+        if payload_hash is None:
+            return None
+        row = self._db.execute(
+            "SELECT id FROM jobs WHERE rule = ? AND payload_hash = ?"
+            " AND (created >= ? OR state IN ('queued', 'running')) AND state != 'skipped'"
+            " ORDER BY created DESC LIMIT 1",
+            (rule, payload_hash, self._clock() - window),
+        ).fetchone()
+        return row[0] if row else None
+
     # -- outbox rows ----------------------------------------------------------------------
+
+    @property
+    def durable_row(self) -> int:
+        """The newest outbox row that is durable: rows up to it may leave, none after it."""
+        return self._durable_row
 
     def pending_messages(
         self, after: int = 0, limit: int = 500, *, mqtt: bool | None = None

@@ -9,7 +9,9 @@ at least once, and every result carries its job_id so a consumer can tell a repe
 
 QoS 0 telemetry (lifecycle events) has no row: the journal hands it over once the write it
 belongs to is committed, and it is sent after the rows committed with it, while the broker
-is connected (at most `MAX_EVENTS` wait for a connection; older ones are dropped).
+is connected (at most `MAX_EVENTS` wait for a connection; older ones are dropped). Kinds of
+event left out of `mqtt.job_events` are not published at all (the journal still shows them to
+its taps, the web console).
 
 Rows for other sinks (SNS, SQS) are handed to the `Sink` registered for their name and
 deleted when it reports them accepted; a sink retries on its own, and a row it never
@@ -19,7 +21,7 @@ every row that finished the job has left the table.
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from bridge.pipeline.journal import Journal, OutboxMessage
@@ -61,6 +63,7 @@ class Outbox:
         *,
         window: int = 200,
         loop: asyncio.AbstractEventLoop | None = None,
+        unpublished: Collection[str] = (),
     ) -> None:
         self._journal = journal
         self._publisher = publisher
@@ -77,6 +80,7 @@ class Outbox:
         self._last_sink_row = 0
         self._sink_more = True
         self._waiters: dict[str, list[Callable[[], None]]] = {}  # job id -> callbacks
+        self._unpublished = frozenset(unpublished)  # event kinds kept off the broker
         journal.on_every_commit(self._on_durable)
 
     def add_sink(self, name: str, sink: Sink) -> None:
@@ -103,20 +107,24 @@ class Outbox:
     def add(self, messages: Iterable[OutboxMessage], *, urgent: bool = True) -> None:
         """Queue messages durably. Urgent ones make the journal commit now; others ride along."""
         self._journal.add_messages(messages)
-        self.notify(urgent=urgent)
         if not self._journal.in_transaction:
-            self.pump()  # only telemetry, with nothing to wait for
+            # Only telemetry, with nothing to wait for: no rows were added, so none is looked
+            # for unless earlier ones still wait.
+            self.pump()
+            return
+        self.notify(urgent=urgent)
 
     def notify(self, *, urgent: bool = True) -> None:
-        """Rows were written: send them after the commit."""
-        self._maybe_more = True
-        self._sink_more = True
+        """Rows were written: send them after the commit (which tells `_on_durable`); urgent
+        ones make the journal commit now."""
         if urgent:
             self._journal.commit_soon()
 
     def _on_durable(self) -> None:
-        self._maybe_more = True
-        self._sink_more = True
+        # The table is read again only when this commit made rows durable that were not read.
+        newest = self._journal.durable_row
+        self._maybe_more = self._maybe_more or newest > self._last_sent
+        self._sink_more = self._sink_more or newest > self._last_sink_row
         self.pump()
 
     def pump(self) -> None:
@@ -144,6 +152,8 @@ class Outbox:
     def _send_events(self) -> None:
         """Send the committed telemetry, after the rows committed with it."""
         events = self._journal.take_events()
+        if self._unpublished:
+            events = [m for m in events if m.kind not in self._unpublished]
         for at, message in enumerate(events):
             if self._publisher.publish(message.topic, message.payload, qos=0) is None:
                 waiting = events[at:]

@@ -100,7 +100,8 @@ class OutboxMessage:
     """A message waiting to be published. `props` holds MQTT 5 response data.
 
     `sink` says who delivers it: "mqtt" (the topic is an MQTT topic), "sns" (a topic ARN),
-    "sqs" (a queue URL). `job_id` is set for the messages that finish a job.
+    "sqs" (a queue URL). `job_id` is set for the messages that finish a job; `kind` for a
+    lifecycle event (`job_done`, ...), which `mqtt.job_events` may keep off the broker.
     """
 
     topic: str
@@ -111,6 +112,7 @@ class OutboxMessage:
     id: int = 0
     sink: str = "mqtt"
     job_id: str | None = None
+    kind: str | None = None
 
     @property
     def durable(self) -> bool:

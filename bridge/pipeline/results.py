@@ -9,8 +9,6 @@ from bridge.config.rules import RuleBase
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.topics import Topics
 
-EVENT_TYPES = ("job_queued", "job_started", "job_done", "job_failed", "job_skipped")
-
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -21,9 +19,9 @@ def dumps(value: Any) -> bytes:
 
 
 def event(topics: Topics, kind: str, job_id: str, rule: str, ts: float, **extra: Any) -> OutboxMessage:
-    """A lifecycle event on `<base>/bridge/event` (QoS 0: telemetry, not the record)."""
+    """An event on `<base>/bridge/event` (QoS 0: telemetry, not the record)."""
     payload = {"type": kind, "job_id": job_id, "rule": rule, "ts": iso(ts), **extra}
-    return OutboxMessage(topic=topics.event, payload=dumps(payload), qos=0)
+    return OutboxMessage(topic=topics.event, payload=dumps(payload), qos=0, kind=kind)
 
 
 def done_messages(

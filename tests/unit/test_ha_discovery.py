@@ -319,6 +319,17 @@ def test_event_entity_picks_its_rules_finished_jobs(
         assert {k: v for k, v in parsed.items() if v is not None} == expected
 
 
+def test_event_entity_offers_only_the_events_the_bridge_publishes() -> None:
+    options = {**LOCK["homeassistant"], "events": ["done", "failed", "skipped"]}
+    topic = "homeassistant/event/llm2mqtt/front_door_lock_job/config"
+    quiet = Node("llm2mqtt", "homeassistant", "1.2.3", frozenset({"job_done", "job_started"}))
+    config = dict(rule_entities(quiet, rule(homeassistant=options)))[topic]
+    assert config["event_types"] == ["failed", "skipped"]
+    assert render(config["value_template"], {"type": "job_done", "rule": "front_door_lock"}) == ""
+    silent = Node("llm2mqtt", "homeassistant", "1.2.3", frozenset({"job_done", "job_failed", "job_skipped"}))
+    assert topic not in dict(rule_entities(silent, rule(homeassistant=options)))  # no events: no entity
+
+
 def test_bridge_diagnostics() -> None:
     found = {json.loads(p)["object_id"]: json.loads(p) for t, p in discovery(NODE, []).items()}
     assert set(found) == {

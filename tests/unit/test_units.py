@@ -344,6 +344,35 @@ def test_events_wait_for_their_commit_take_no_row_and_follow_the_rows(tmp_path: 
     asyncio.run(scenario())
 
 
+def test_events_left_out_of_job_events_are_not_published_but_shown_to_taps(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.sqlite3")
+        journal.group_commits(asyncio.get_running_loop())
+        tapped: list[str | None] = []
+        journal.tap_messages(lambda messages: tapped.extend(m.kind for m in messages))
+        publisher = _Recorder()
+        outbox = Outbox(journal, publisher, loop=asyncio.get_running_loop(), unpublished={"job_started"})
+        journal.add_job(_job("a"))
+        outbox.add([OutboxMessage("ev", b"q", qos=0, kind="job_queued")])
+        journal.start("a")
+        outbox.add([OutboxMessage("ev", b"s", qos=0, kind="job_started")], urgent=False)
+        outbox.add([OutboxMessage("ev", b"c", qos=0, kind="changed")])  # not a lifecycle event
+        await _until(lambda: len(publisher.sent) == 2)
+        await asyncio.sleep(0.1)
+        assert publisher.sent == [("ev", 0), ("ev", 0)]
+        assert tapped == ["job_queued", "job_started", "changed"]
+        # Outside a transaction an event goes at once, and nothing is read from the table for it.
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        outbox.add([OutboxMessage("ev", b"d", qos=0, kind="job_done")])
+        outbox.add([OutboxMessage("ev", b"s2", qos=0, kind="job_started")])
+        assert len(publisher.sent) == 3
+        assert statements == []
+        assert tapped[3:] == ["job_done", "job_started"]  # the console sees these too
+
+    asyncio.run(scenario())
+
+
 def test_delivered_rows_are_deleted_in_one_statement(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     journal.add_messages([OutboxMessage(f"t{i}", b"p") for i in range(700)])
