@@ -33,7 +33,7 @@ from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
 from bridge.pipeline.payloads import job_input_from_object
 from bridge.pipeline.replies import sqs_reply_problem
-from bridge.pipeline.results import dumps, iso
+from bridge.pipeline.results import dumps, event, iso
 
 log = logging.getLogger(__name__)
 
@@ -294,15 +294,7 @@ class SqsSource(Extension):
         if rule is not None:
             body = {"job_id": None, "rule": rule, "error": error, "input": summary, "ts": iso(now)}
             messages.append(OutboxMessage(topic=topics.error(rule), payload=dumps(body)))
-        event = {
-            "type": "job_failed",
-            "job_id": None,
-            "rule": name,
-            "error": error,
-            **summary,
-            "ts": iso(now),
-        }
-        messages.append(OutboxMessage(topic=topics.event, payload=dumps(event), qos=0, kind="job_failed"))
+        messages.append(event(topics, "job_failed", None, name, now, error=error, **summary))
         self._core.publish(messages)
         self._let_go(held, failed=True)
 

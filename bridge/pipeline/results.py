@@ -18,7 +18,9 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def event(topics: Topics, kind: str, job_id: str, rule: str, ts: float, **extra: Any) -> OutboxMessage:
+def event(
+    topics: Topics, kind: str, job_id: str | None, rule: str | None, ts: float, **extra: Any
+) -> OutboxMessage:
     """An event on `<base>/bridge/event` (QoS 0: telemetry, not the record)."""
     payload = {"type": kind, "job_id": job_id, "rule": rule, "ts": iso(ts), **extra}
     return OutboxMessage(topic=topics.event, payload=dumps(payload), qos=0, kind=kind)
