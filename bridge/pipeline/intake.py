@@ -169,7 +169,8 @@ class Intake:
     def _accept(
         self, sub: Submission, rule: RuleBase, parsed: JobInput, job_id: str, now: float
     ) -> str | None:
-        digest = payload_hash(sub.payload) if sub.payload is not None else None
+        # An input with an `id` is a duplicate by its id alone: its bytes are not compared.
+        digest = payload_hash(sub.payload) if sub.payload is not None and parsed.id is None else None
         window = float("inf") if sub.retained else self._settings.journal.dedupe_window
         duplicate = self._journal.find_duplicate(
             rule.name, dedupe_key=parsed.id, payload_hash=digest, window=window

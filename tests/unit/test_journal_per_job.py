@@ -6,6 +6,7 @@ of the test's own acknowledges at once), as in the daemon: group commits on a ru
 
 import asyncio
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -126,6 +127,29 @@ def test_a_job_costs_few_statements_and_writes(tmp_path: Path, standin: OllamaSt
     assert not any(s.startswith("SELECT id, rule, source") for s in statements), report  # Journal.get
     assert kinds["INSERT outbox"] == JOBS, report  # result and state rows in one statement
     assert kinds["DELETE outbox"] < JOBS / 2, report  # delivered rows deleted together
+
+
+def test_inputs_with_an_id_are_not_hashed_and_cost_no_payload_index_entry(
+    tmp_path: Path, standin: OllamaStandin
+) -> None:
+    asyncio.run(_run_jobs(tmp_path, standin, 3))  # every input carries an `id`
+    path = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM jobs WHERE payload_hash IS NOT NULL").fetchone() == (0,)
+    # A journal from before held every job's hash in another index: it goes at the next start.
+    db.execute("CREATE INDEX jobs_payload ON jobs (rule, payload_hash, created)")
+    db.close()
+    journal = Journal(path)
+    names = {row[0] for row in journal._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "jobs_payload" not in names
+    # The partial index still serves the lookup of an input without an `id` by its bytes.
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    assert journal.find_duplicate("note", dedupe_key=None, payload_hash="ab", window=60) is None
+    journal._db.set_trace_callback(None)
+    plan = " ".join(row[-1] for row in journal._db.execute(f"EXPLAIN QUERY PLAN {statements[-1]}"))
+    assert "USING INDEX jobs_payload_hash" in plan, plan
+    journal.close()
 
 
 def test_job_events_choose_the_lifecycle_events_published(tmp_path: Path, standin: OllamaStandin) -> None:
