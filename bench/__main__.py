@@ -17,6 +17,7 @@ from bench import (
     schedule_bench,
     spine,
     sqs_bench,
+    syscalls,
     todo_bench,
     transport,
     web_bench,
@@ -43,6 +44,7 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "broker_settings": lambda quick: compare.broker_settings(
         reps=1 if quick else 2, jobs=500 if quick else 2000
     ),
+    "syscalls": lambda quick: syscalls.syscalls(jobs=300 if quick else 1000),
     "job_events": lambda quick: events_bench.job_events(reps=1 if quick else 3, jobs=500 if quick else 2000),
     "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),

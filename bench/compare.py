@@ -338,17 +338,23 @@ def saturation(system: System, kind: BrokerKind, *, jobs: int) -> dict[str, floa
     return {"saturation": round(jobs / wall / 10.0, 3), "peak_open": peak, "lost": lost}
 
 
-def compare(
-    *, reps: int = 3, kind: BrokerKind = "default", jobs: int = 2000, paced: int = 500, sat_jobs: int = 100
-) -> dict[str, Any]:
-    """Repetitions of the three systems, rotated; per figure the median and the min of each."""
-    table: dict[str, Any] = {"broker": kind, "reps": reps, "burst_jobs": jobs}
+def measurable(table: dict[str, Any]) -> list[System]:
+    """The systems this machine can run: Node-RED once installed, or in `table` why not."""
     systems = list(SYSTEMS)
     try:
         nodered.install()
     except nodered.NodeRedUnavailable as exc:
         table["nodered"] = f"not measured ({exc})"
         systems.remove("nodered")
+    return systems
+
+
+def compare(
+    *, reps: int = 3, kind: BrokerKind = "default", jobs: int = 2000, paced: int = 500, sat_jobs: int = 100
+) -> dict[str, Any]:
+    """Repetitions of the three systems, rotated; per figure the median and the min of each."""
+    table: dict[str, Any] = {"broker": kind, "reps": reps, "burst_jobs": jobs}
+    systems = measurable(table)
     runs: list[Run] = []
     for rep in range(reps):
         for system in systems[rep % len(systems) :] + systems[: rep % len(systems)]:

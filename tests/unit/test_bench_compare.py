@@ -1,5 +1,5 @@
 """The compare benchmark's pure parts: the Node-RED flow's shape, its install without Node.js,
-and the table with a system that could not be measured."""
+the table with a system that could not be measured, and strace's summary read by call."""
 
 from pathlib import Path
 
@@ -7,6 +7,7 @@ import pytest
 
 from bench import nodered
 from bench.compare import _markdown
+from bench.syscalls import summary
 
 
 def test_the_flow_takes_the_job_path_of_the_naive_script() -> None:
@@ -48,3 +49,15 @@ def test_a_system_not_measured_keeps_its_column_with_the_reason() -> None:
     assert lines[2] == f"| bridge CPU per job (ms) | 0.5 (0.5) | {why} | 1.55 (1.55) |"
     assert f"| jobs lost (all repetitions) | 0 | {why} | 0 |" in lines
     assert lines[-1] == "llm2mqtt CPU per job over: naive 3.1"
+
+
+def test_strace_summary_is_read_by_call_with_or_without_errors() -> None:
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 65.60    3.645887         255     14294      1986 futex
+  7.79    0.432718          14     30585           pwrite64
+  0.00    0.000003           1         2           getsockname
+------ ----------- ----------- --------- --------- ----------------
+100.00    5.557391          60     44881      1986 total
+"""
+    assert summary(text) == {"futex": 14294, "pwrite64": 30585, "getsockname": 2}
