@@ -124,6 +124,9 @@ class TodoStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Each commit is synced (synchronous FULL, SQLite's default); on macOS with F_FULLFSYNC,
+        # since a plain fsync there leaves the data in the drive's cache (bridge/pipeline/wal_sync.py).
+        self._db.execute("PRAGMA fullfsync=ON")
         self._db.executescript(_SCHEMA)
         self._depth = 0
         self._pending: list[tuple[Task | None, Task | None]] = []  # changes awaiting the commit

@@ -101,6 +101,13 @@ def test_search_reads_titles_as_note_matching_does(query: str, found: set[str], 
     assert len(store.tasks(query="a", limit=2)) <= 2
 
 
+def test_each_todo_commit_is_synced_and_on_macos_past_the_drive_cache(tmp_path: Path) -> None:
+    store = TodoStore(tmp_path / "todo.sqlite3")
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: every commit
+    assert store._db.execute("PRAGMA fullfsync").fetchone()[0] == 1  # F_FULLFSYNC where there is one
+    store.close()
+
+
 def test_tasks_and_changes_show_iso_times(tmp_path: Path) -> None:
     store = TodoStore(tmp_path / "todo.sqlite3", clock=lambda: 1764676800.0)
     change = public(store.create("牛乳を買う", source="test").as_dict())

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import fcntl
 import json
 import os
 import threading
@@ -17,7 +18,7 @@ from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.payloads import parse_payload, summarize
 from bridge.pipeline.queue import JobQueue, QueueClosed
 from bridge.pipeline.topics import Topics
-from bridge.pipeline.wal_sync import WalSync
+from bridge.pipeline.wal_sync import WalSync, sync_file
 from handlers import HANDLERS, PromptInput
 from tests.support.samples import jpeg, png
 
@@ -489,6 +490,36 @@ def test_close_runs_what_waits_for_the_fsync_under_way(tmp_path: Path) -> None:
         assert ran == [1]
 
     asyncio.run(scenario())
+
+
+def test_on_macos_the_drive_is_asked_to_write_its_cache_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F_FULLFSYNC where the system has it, fsync where a file system refuses it. Linux has no
+    F_FULLFSYNC: a command it answers (F_GETFL) stands in for it, and one it refuses."""
+    wal = tmp_path / "j-wal"
+    wal.write_bytes(b"frames")
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr("bridge.pipeline.wal_sync.os.fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    fd = os.open(wal, os.O_RDONLY)
+    try:
+        monkeypatch.setattr("bridge.pipeline.wal_sync.FULLFSYNC", fcntl.F_GETFL)
+        sync_file(fd)
+        assert fsyncs == []  # the drive was asked; no fsync on top
+        monkeypatch.setattr("bridge.pipeline.wal_sync.FULLFSYNC", 0x7FFF)  # EINVAL: not supported
+        sync_file(fd)
+        assert fsyncs == [fd]
+        monkeypatch.setattr("bridge.pipeline.wal_sync.FULLFSYNC", None)  # Linux
+        sync_file(fd)
+        assert fsyncs == [fd, fd]
+    finally:
+        os.close(fd)
+    full, normal = Journal(tmp_path / "full.sqlite3"), Journal(tmp_path / "n.sqlite3", synchronous="normal")
+    assert full._db.execute("PRAGMA checkpoint_fullfsync").fetchone() == (1,)  # checkpoints too
+    assert normal._db.execute("PRAGMA checkpoint_fullfsync").fetchone() == (0,)
+    full.close()
+    normal.close()
 
 
 def test_a_wal_made_anew_is_the_one_synced(tmp_path: Path) -> None:
