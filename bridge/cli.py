@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bridge import __version__
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bridge.config.settings import Config
 
 EXIT_INVALID = 2
+EXIT_JOURNAL = 3  # the journal lost a write (full disk, I/O error): a restart resumes from it
 SCHEMA_FILES = {"config": "config.schema.json", "rule": "rule.schema.json"}
 
 
@@ -171,6 +172,7 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         bridge = Bridge(config)
+        bridge.journal.on_failure = lambda failure: _journal_lost(failure, config.data_dir)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, bridge.stop)
@@ -178,6 +180,29 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def _journal_lost(failure: Exception, data_dir: Path) -> NoReturn:
+    """Stop at once, as a kill would: nothing more is acknowledged or published, and the broker
+    sends again what was not acknowledged. launchd, systemd or compose start the daemon again,
+    and it resumes from what the journal holds."""
+    import logging
+    import os
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(data_dir).free // 1_000_000} MB free in {data_dir}"
+    except OSError as exc:
+        free = f"{data_dir}: {exc}"
+    logging.getLogger("bridge").critical(
+        "%s (%s). Stopping now without acknowledging or publishing anything more (exit %d);"
+        " started again, llm2mqtt resumes from the journal",
+        failure,
+        free,
+        EXIT_JOURNAL,
+    )
+    logging.shutdown()
+    os._exit(EXIT_JOURNAL)
 
 
 def _check(config: "Config", args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ MQTT ack, publishing from the outbox) is registered with `after_commit` and runs
 commit is on disk, which is waited for in a thread (wal_sync.py). Without a loop (the CLI,
 tests) every write commits at once.
 
+A write SQLite could not keep (a full disk, an I/O error: it rolls the open transaction back)
+loses the whole group: nothing that waited for it runs, and `on_failure` is told (the daemon
+stops at once and resumes from the journal when started again).
+
 Lifecycle events (QoS 0 telemetry, not the record) get no row: they are held with their
 transaction and handed to the outbox once it is durable. A crash can lose an event; never a
 result, state or error.
@@ -13,14 +17,13 @@ result, state or error.
 
 import asyncio
 import functools
-import hashlib
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from bridge.pipeline.files import make_private
 from bridge.pipeline.journal_upkeep import JournalUpkeep
@@ -42,7 +45,7 @@ from bridge.pipeline.records import (
     outbox_row,
     with_job,
 )
-from bridge.pipeline.wal_sync import WalSync
+from bridge.pipeline.wal_sync import JournalFailed, WalSync
 
 # The records are imported from here by most of the pipeline.
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "Job",
     "JobState",
     "Journal",
+    "JournalFailed",
     "OpenJob",
     "OutboxMessage",
     "job_from_row",
@@ -105,10 +109,13 @@ class Journal(JournalUpkeep):
         # The newest outbox row that is durable: no row after it may leave.
         self._durable_row: int = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         self._last_row = self._durable_row  # the newest row written (known without a query)
+        # Called when writes it took were lost (see `JournalFailed`); without it, raised.
+        self.on_failure: Callable[[JournalFailed], object] | None = None
         self._sync = WalSync(
             Path(f"{path}-wal"),
             enabled=synchronous == "full",
             on_durable=lambda: [f() for f in self._listeners],
+            on_failure=self._failed,
         )
 
     # -- transactions -----------------------------------------------------------------
@@ -133,7 +140,9 @@ class Journal(JournalUpkeep):
         last_row = self._last_row
         try:
             yield self._db
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.Error) and not self._db.in_transaction:
+                self._lost(exc)  # SQLite undid the whole group, not only this write
             if statements > 1:
                 self._last_row = last_row  # its rows are undone: their ids may be given again
                 self._db.execute("ROLLBACK TO write")
@@ -156,7 +165,10 @@ class Journal(JournalUpkeep):
         if self._in_tx:
             if self._rows_added:
                 last_row = self._last_row
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._lost(exc)
             self._in_tx = self._rows_added = False
         committed, self._committed = self._committed, []
         for callback in committed:
@@ -169,6 +181,21 @@ class Journal(JournalUpkeep):
         callbacks, self._after = self._after, []
         release = functools.partial(self._release, last_row, events)
         self._sync.committed([release, *callbacks], wrote=wrote)
+
+    def _lost(self, exc: sqlite3.Error) -> NoReturn:
+        """The open transaction could not be kept (a full disk, an I/O error): every write since
+        the last commit is gone, and nothing that waited for them may run."""
+        if self._db.in_transaction:  # SQLite kept it open: undo it, nothing of it may stay
+            self._db.execute("ROLLBACK")
+        self._in_tx = self._rows_added = False
+        self._after, self._committed, self._events, self._tapped = [], [], [], []
+        self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+        self._failed(JournalFailed(f"the journal {self.path} could not be written: {exc}"))
+
+    def _failed(self, failure: JournalFailed) -> NoReturn:
+        if self.on_failure is not None:
+            self.on_failure(failure)  # the daemon stops here
+        raise failure
 
     def _release(self, last_row: int | None, events: list[OutboxMessage]) -> None:
         """A commit is durable: its outbox rows and events may leave."""
@@ -223,19 +250,6 @@ class Journal(JournalUpkeep):
         self.commit()
         self._sync.close()
         self._db.close()
-
-    # -- blobs ------------------------------------------------------------------------
-
-    def put_blob(self, data: bytes) -> str:
-        """Store bytes once by content hash; returns the hash."""
-        digest = hashlib.sha256(data).hexdigest()
-        with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO blobs (hash, data, created) VALUES (?, ?, ?)",
-                (digest, data, self._clock()),
-            )
-        self._grown += len(data)
-        return digest
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -319,24 +333,6 @@ class Journal(JournalUpkeep):
             self._add_messages(db, messages, job_id=job_id)
             if failed:  # nobody will look at a failed job's image again: free its space now
                 db.execute(DROP_FAILED_BLOB, (job_id, job_id))
-
-    def requeue(
-        self, job_id: str, *, not_before: float, error: str | None = None, refund: bool = False
-    ) -> None:
-        """Put a job back to wait: after a fault, or (`refund`: not counted) on a stop mid-job."""
-        with self._write(statements=2) as db:
-            db.execute(
-                "UPDATE jobs SET state = 'queued', not_before = ?, error = ?,"
-                " attempts = attempts - ? WHERE id = ?",
-                (not_before, error, int(refund), job_id),
-            )
-            if error is not None and not refund:
-                # Each attempt's error, for the web console's job page (`error` keeps the last).
-                db.execute(
-                    "UPDATE jobs SET detail = json_insert(coalesce(detail, '{\"errors\": []}'),"
-                    " '$.errors[#]', json_object('attempt', attempts, 'error', ?, 'ts', ?)) WHERE id = ?",
-                    (error, self._clock(), job_id),
-                )
 
     # -- outbox -----------------------------------------------------------------------
 

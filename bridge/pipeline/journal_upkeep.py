@@ -3,6 +3,7 @@ a rule's last result, outbox rows to send and delivered, pruning, its size on di
 old images, requesters waiting for another request's job. A part of `Journal`, kept apart
 for length."""
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -46,6 +47,35 @@ class JournalUpkeep:
         if row is None:
             raise KeyError(f"image {digest[:12]} is missing from the journal")
         return bytes(row[0])
+
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes once by content hash; returns the hash."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO blobs (hash, data, created) VALUES (?, ?, ?)",
+                (digest, data, self._clock()),
+            )
+        self._grown += len(data)
+        return digest
+
+    def requeue(
+        self, job_id: str, *, not_before: float, error: str | None = None, refund: bool = False
+    ) -> None:
+        """Put a job back to wait: after a fault, or (`refund`: not counted) on a stop mid-job."""
+        with self._write(statements=2) as db:
+            db.execute(
+                "UPDATE jobs SET state = 'queued', not_before = ?, error = ?,"
+                " attempts = attempts - ? WHERE id = ?",
+                (not_before, error, int(refund), job_id),
+            )
+            if error is not None and not refund:
+                # Each attempt's error, for the web console's job page (`error` keeps the last).
+                db.execute(
+                    "UPDATE jobs SET detail = json_insert(coalesce(detail, '{\"errors\": []}'),"
+                    " '$.errors[#]', json_object('attempt', attempts, 'error', ?, 'ts', ?)) WHERE id = ?",
+                    (error, self._clock(), job_id),
+                )
 
     def open_jobs(self) -> list[OpenJob]:
         """Queued and running jobs (running ones were cut off by a stop or a crash)."""

@@ -13,6 +13,11 @@ and reorder it, past a power cut. There the sync is `F_FULLFSYNC`, which asks th
 write its cache out (plain fsync where a file system does not support it); the journal asks
 SQLite for the same at its checkpoints (`PRAGMA checkpoint_fullfsync`).
 
+A failed fsync is final (`JournalFailed`, and the daemon stops): what waited is never run,
+and no fsync is tried again, since a second one may report success for pages the first could
+not write. A WAL file that cannot be opened (too many open files) is tried again: nothing was
+synced or released yet.
+
 The thread is the journal's own, fed through a queue, not an executor's, and it does nothing but
 the fsync: per fsync it takes the interpreter's lock back three times (woken, fsync returned,
 the loop told), and each time the busy loop thread has to hand the lock over (futex calls and
@@ -34,8 +39,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 Batch = list[Callable[[], None]]
-RETRY_S = 1.0
+RETRY_S = 1.0  # after the WAL file could not be opened (too many open files)
 FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)  # macOS only
+
+
+class JournalFailed(Exception):
+    """The journal lost writes it had taken, or cannot say they are on disk (a full disk, an I/O
+    error): what the process holds in memory no longer matches it, and only a restart, which
+    reads the journal again, is safe. Nothing that waited for those writes has run."""
 
 
 def sync_file(fd: int) -> None:
@@ -52,10 +63,18 @@ def sync_file(fd: int) -> None:
 class WalSync:
     """Runs callbacks once the commits before them are on disk (`enabled`) or at once."""
 
-    def __init__(self, wal: Path, *, enabled: bool, on_durable: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        wal: Path,
+        *,
+        enabled: bool,
+        on_durable: Callable[[], object],
+        on_failure: Callable[[JournalFailed], object] | None = None,
+    ) -> None:
         self._wal = wal
         self.enabled = enabled
         self._on_durable = on_durable  # after every batch (the outbox sends what became durable)
+        self._on_failure = on_failure  # an fsync failed (without: raised where it happened)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # One item per fsync to make: the loop to tell once it returned (None: stop).
@@ -64,6 +83,8 @@ class WalSync:
         self._pending: Batch = []  # waits for the next fsync
         self._dirty = False  # something was committed since the last fsync began
         self._flight: Batch | None = None  # waits for the fsync under way
+        self._held: asyncio.TimerHandle | None = None  # the WAL file could not be opened: retry
+        self.failed: JournalFailed | None = None  # an fsync failed: nothing is released any more
 
     def use_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """fsync in a thread and call back on `loop` (None: fsync inline, as the CLI does)."""
@@ -79,9 +100,11 @@ class WalSync:
 
     def committed(self, callbacks: Batch, *, wrote: bool) -> None:
         """A commit happened (`wrote`: it wrote something); run `callbacks` once it is durable."""
+        if self.failed is not None:
+            return  # they wait for what may never reach the disk: they never run
         self._pending += callbacks
         self._dirty = self._dirty or (wrote and self.enabled)
-        if self._flight is not None:
+        if self._flight is not None or self._held is not None:
             return  # the next fsync starts when this one is done
         if not self._dirty or self._loop is None:
             self._sync_now()
@@ -98,12 +121,13 @@ class WalSync:
 
     def _start(self) -> None:
         assert self._loop is not None
-        self._flight, self._pending, self._dirty = self._pending, [], False
         try:
             self._open_wal()  # the thread is idle: the descriptor is the loop's to change
-        except OSError as exc:
-            self._loop.call_soon(self._done, exc)  # held and tried again, as a failed fsync
+        except OSError as exc:  # nothing was synced or released: hold it and try again
+            log.error("cannot open the journal's WAL file %s to sync it: %s; retrying", self._wal, exc)
+            self._held = self._loop.call_later(RETRY_S, self._retry)
             return
+        self._flight, self._pending, self._dirty = self._pending, [], False
         self._requests.put(self._loop)
 
     def _serve(self) -> None:
@@ -112,7 +136,7 @@ class WalSync:
             error: Exception | None = None
             try:
                 self._fsync()
-            except Exception as exc:  # reported and retried; the thread must not die of it
+            except Exception as exc:  # reported on the loop; the thread must not die of it
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: close() ran the batch
                 loop.call_soon_threadsafe(self._done, error)
@@ -122,12 +146,14 @@ class WalSync:
         if batch is None:
             return  # closed meanwhile: close() ran it
         if error is not None:
-            # Nothing that waits is released before the disk has it: try again shortly.
-            log.error("cannot make the journal durable (fsync %s): %s; retrying", self._wal, error)
-            self._pending[:0] = batch
-            self._dirty = True
-            assert self._loop is not None
-            self._loop.call_later(RETRY_S, self._retry)
+            # Not tried again: after a failed fsync Linux may have dropped the pages it could not
+            # write and marked them clean, so a second fsync succeeds without them. What waited
+            # (acks, the outbox) never runs; a restart recovers the WAL as the disk holds it.
+            self._pending = []
+            self.failed = JournalFailed(f"the journal's WAL file {self._wal} could not be synced: {error}")
+            if self._on_failure is None:
+                raise self.failed from error
+            self._on_failure(self.failed)
             return
         self._run(batch)
         if self._pending and self._flight is None:
@@ -137,6 +163,7 @@ class WalSync:
                 self._sync_now()
 
     def _retry(self) -> None:
+        self._held = None
         if self._flight is None and self._pending:
             self._start()
 
@@ -169,11 +196,15 @@ class WalSync:
             self._requests.put(None)  # after the fsync under way, if one is
             self._thread.join()
             self._thread = None
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         batch, self._flight = self._flight or [], None
         self._pending[:0] = batch
         self._dirty = self._dirty or bool(batch)
         self._loop = None
-        self._sync_now()
+        if self.failed is None:
+            self._sync_now()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -18,7 +18,7 @@ from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.payloads import parse_payload, summarize
 from bridge.pipeline.queue import JobQueue, QueueClosed
 from bridge.pipeline.topics import Topics
-from bridge.pipeline.wal_sync import WalSync, sync_file
+from bridge.pipeline.wal_sync import JournalFailed, WalSync, sync_file
 from handlers import HANDLERS, PromptInput
 from tests.support.samples import jpeg, png
 
@@ -450,26 +450,75 @@ class _FailingSync(WalSync):
 
 
 @pytest.mark.parametrize("error", [OSError(5, "Input/output error"), ValueError("not a bug we know")])
-def test_a_failed_fsync_holds_what_waits_and_is_tried_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+def test_a_failed_fsync_releases_nothing_ever_and_is_reported(tmp_path: Path, error: Exception) -> None:
+    """Not tried again: after a failed fsync Linux may drop the pages it could not write and
+    mark them clean, so a second fsync would succeed without them and release acks for
+    data that is not on disk."""
+
+    async def scenario() -> None:
+        (tmp_path / "j-wal").write_bytes(b"frames")
+        failures: list[Exception] = []
+        sync = _FailingSync(tmp_path / "j-wal", failures=1, error=error)
+        sync._on_failure = failures.append
+        sync.use_loop(asyncio.get_running_loop())
+        ran: list[str] = []
+        sync.committed([lambda: ran.append("ack")], wrote=True)
+        await _until(lambda: bool(failures))
+        assert isinstance(failures[0], JournalFailed)
+        assert str(error) in str(failures[0])
+        assert "j-wal" in str(failures[0])
+        assert sync.failed is failures[0]
+        sync.committed([lambda: ran.append("later")], wrote=True)  # the next fsync would succeed
+        await asyncio.sleep(0.1)
+        sync.close()
+        assert ran == []
+        assert sync.failures == 0  # no second fsync was made
+        assert len(failures) == 1
+
+    asyncio.run(scenario())
+
+
+class _UnopenableSync(WalSync):
+    """A WalSync that cannot open the WAL file at first (too many open files)."""
+
+    def __init__(self, wal: Path) -> None:
+        super().__init__(wal, enabled=True, on_durable=lambda: None, on_failure=self.fail)
+        self.refusals = 2
+        self.failures: list[Exception] = []
+
+    def fail(self, failure: Exception) -> None:
+        self.failures.append(failure)
+
+    def _open_wal(self) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError(24, "Too many open files")
+        super()._open_wal()
+
+
+def test_a_wal_file_that_cannot_be_opened_yet_holds_what_waits_and_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("bridge.pipeline.wal_sync.RETRY_S", 0.05)
 
     async def scenario() -> None:
         (tmp_path / "j-wal").write_bytes(b"frames")
-        sync = _FailingSync(tmp_path / "j-wal", failures=2, error=error)
+        sync = _UnopenableSync(tmp_path / "j-wal")
         sync.use_loop(asyncio.get_running_loop())
         ran: list[str] = []
         sync.committed([lambda: ran.append("ack")], wrote=True)
-        await asyncio.sleep(0.08)
-        assert ran == []  # failed once, waiting to try again
+        sync.committed([lambda: ran.append("ack2")], wrote=True)  # waits with it, no new attempt
+        await asyncio.sleep(0.03)
+        assert ran == []  # nothing synced: nothing released
         assert sync.busy
-        await _until(lambda: ran == ["ack"])
-        assert sync.failures == 0
+        await _until(lambda: ran == ["ack", "ack2"])
+        assert sync.refusals == 0
+        assert sync.failures == []
         assert not sync.busy
         sync.close()
 
     asyncio.run(scenario())
+    assert "Too many open files; retrying" in caplog.text
 
 
 def test_close_runs_what_waits_for_the_fsync_under_way(tmp_path: Path) -> None:
