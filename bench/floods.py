@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -61,7 +62,7 @@ def _wait_for_answers(collector: Collector, count: int, timeout: float, settle: 
 
 
 def _journaled(daemon: Daemon) -> dict[str, int]:
-    with sqlite3.connect(daemon.config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(daemon.config.parent / "data" / "journal.sqlite3")) as db:
         return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
 
 

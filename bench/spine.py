@@ -4,6 +4,7 @@ import json
 import random
 import sqlite3
 import time
+from contextlib import closing
 from io import BytesIO
 from typing import Any
 
@@ -138,7 +139,7 @@ def memory(jobs: int = 10_000, receive_memory: str | None = None) -> dict[str, A
         deadline = time.monotonic() + 120
         queued = 0
         while time.monotonic() < deadline:
-            with sqlite3.connect(journal) as db:
+            with closing(sqlite3.connect(journal)) as db:
                 queued = db.execute(
                     "SELECT count(*) FROM jobs WHERE state IN ('queued','running')"
                 ).fetchone()[0]

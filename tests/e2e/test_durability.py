@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def _result_ids(collector: Collector) -> list[str]:
 
 
 def _journal_states(config: Path) -> dict[str, int]:
-    with sqlite3.connect(config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(config.parent / "data" / "journal.sqlite3")) as db:
         return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
 
 
@@ -141,7 +142,7 @@ def test_stop_past_grace_requeues_the_running_job_without_counting_it(
     started = time.monotonic()
     assert first.stop() == 0
     assert time.monotonic() - started < 10  # did not wait for the model's 30 s
-    with sqlite3.connect(first.config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(first.config.parent / "data" / "journal.sqlite3")) as db:
         state, attempts = db.execute("SELECT state, attempts FROM jobs").fetchone()
     assert (state, attempts) == ("queued", 0)
     ollama.latency = 0.0

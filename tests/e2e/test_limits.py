@@ -3,6 +3,7 @@
 import json
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ CAMERA = "cameras/front_door/snapshot"
 
 
 def _blobs(config: Path) -> int:
-    with sqlite3.connect(config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(config.parent / "data" / "journal.sqlite3")) as db:
         return int(db.execute("SELECT count(*) FROM blobs").fetchone()[0])
 
 

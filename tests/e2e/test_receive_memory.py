@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from io import BytesIO
 from typing import Any
 
@@ -69,7 +70,7 @@ def _flood(port: int, payloads: list[bytes]) -> None:
 
 
 def _jobs(daemon: Daemon) -> dict[str, int]:
-    with sqlite3.connect(daemon.config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(daemon.config.parent / "data" / "journal.sqlite3")) as db:
         return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
 
 

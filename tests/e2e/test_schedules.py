@@ -5,6 +5,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def events(collector: Collector, kind: str) -> list[dict[str, Any]]:
 
 
 def _journal(config: Path) -> dict[str, int]:
-    with sqlite3.connect(config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(config.parent / "data" / "journal.sqlite3")) as db:
         return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
 
 
@@ -121,7 +122,7 @@ def test_check_topic_runs_the_model_now_as_an_interactive_job(
     assert len(ollama.requests) == 2
     assert [m.json()["source"] for m in collector.on("llm2mqtt/door/result")] == ["check:door"] * 2
     assert [m.payload for m in collector.on("llm2mqtt/door/state")] == [b"locked"]
-    with sqlite3.connect(proc.config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(proc.config.parent / "data" / "journal.sqlite3")) as db:
         priorities = {row[0] for row in db.execute("SELECT priority FROM jobs WHERE source = 'check:door'")}
     assert priorities == {1000}
 

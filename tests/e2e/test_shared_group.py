@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def _daemon(folder: Path, broker: Mosquitto, ollama: OllamaStandin, name: str, *
 
 def _ran(process: Daemon) -> set[str]:
     """The input ids of the jobs this daemon finished, from its own journal."""
-    with sqlite3.connect(process.config.parent / "data" / "journal.sqlite3") as db:
+    with closing(sqlite3.connect(process.config.parent / "data" / "journal.sqlite3")) as db:
         rows = db.execute("SELECT input FROM jobs WHERE state = 'done'").fetchall()
     return {json.loads(row[0])["id"] for row in rows}
 

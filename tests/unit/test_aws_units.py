@@ -4,6 +4,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,7 @@ def test_outbox_sends_sns_rows_to_their_sink_and_calls_back_when_a_job_is_delive
     assert journal.outbox_size() == 0
     outbox.when_delivered("a", lambda: delivered.append("again"))
     assert delivered == ["a", "again"]  # nothing pending: at once
+    journal.close()
 
 
 def test_sns_row_not_accepted_before_a_crash_is_sent_again(tmp_path: Path) -> None:
@@ -181,19 +183,22 @@ def test_sns_row_not_accepted_before_a_crash_is_sent_again(tmp_path: Path) -> No
     Outbox(again, _Link()).add_sink("sns", sink)
     again.commit()
     assert [row.topic for row, _ in sink.rows] == [ARN]
+    again.close()
 
 
 def test_journal_adds_the_outbox_columns_to_an_old_database(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         db.execute(
             "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
             " payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, props TEXT,"
             " created REAL NOT NULL)"
         )
         db.execute("INSERT INTO outbox (topic, payload, qos, retain, created) VALUES ('t', x'00', 1, 0, 0)")
+        db.commit()
     journal = Journal(path)
     assert [(m.topic, m.sink, m.job_id) for m in journal.pending_messages()] == [("t", "mqtt", None)]
+    journal.close()
 
 
 def test_a_hostile_job_message_is_an_input_error() -> None:

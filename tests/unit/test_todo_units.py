@@ -99,6 +99,7 @@ def test_search_reads_titles_as_note_matching_does(query: str, found: set[str], 
     uids = {store.create(title, source="test").uid: key for key, title in TASKS.items()}
     assert {uids[t.uid] for t in store.tasks(query=query)} == found
     assert len(store.tasks(query="a", limit=2)) <= 2
+    store.close()
 
 
 def test_each_todo_commit_is_synced_and_on_macos_past_the_drive_cache(tmp_path: Path) -> None:
@@ -115,6 +116,7 @@ def test_tasks_and_changes_show_iso_times(tmp_path: Path) -> None:
         change["ts"] == change["after"]["created"] == change["after"]["updated"] == "2025-12-02T12:00:00.000Z"
     )
     assert public(store.tasks()[0].as_dict())["updated"] == "2025-12-02T12:00:00.000Z"
+    store.close()
 
 
 def test_store_changes_history_undo_and_notes(tmp_path: Path) -> None:

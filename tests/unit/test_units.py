@@ -218,6 +218,7 @@ def test_journal_blobs_are_stored_once(tmp_path: Path) -> None:
     assert journal.put_blob(jpeg(10)) == first
     assert journal._db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
     assert journal.get_blob(first) == jpeg(10)
+    journal.close()
 
 
 def test_journal_lifecycle_dedupe_and_prune(tmp_path: Path) -> None:
@@ -236,6 +237,7 @@ def test_journal_lifecycle_dedupe_and_prune(tmp_path: Path) -> None:
     now[0] += 10_000
     assert journal.prune(retention=3600) == 1
     assert journal.get("a") is None
+    journal.close()
 
 
 def test_journal_reopens_with_open_jobs(tmp_path: Path) -> None:
@@ -246,6 +248,7 @@ def test_journal_reopens_with_open_jobs(tmp_path: Path) -> None:
     journal.close()
     again = Journal(tmp_path / "j.sqlite3")
     assert {j.id for j in again.open_jobs()} == {"q", "r"}
+    again.close()
 
 
 def test_group_commit_runs_callbacks_after_commit(tmp_path: Path) -> None:
@@ -272,6 +275,8 @@ def test_group_commit_runs_callbacks_after_commit(tmp_path: Path) -> None:
         assert other.get("a").state == "queued"  # type: ignore[union-attr]
         await asyncio.sleep(0.3)
         assert other.get("a").state == "running"  # type: ignore[union-attr]
+        other.close()
+        journal.close()
 
     asyncio.run(scenario())
 
@@ -285,6 +290,7 @@ def test_failed_write_undoes_only_itself(tmp_path: Path) -> None:
             journal.add_job(_job("a"))
         journal.commit()
         assert journal.get("a") is not None
+        journal.close()
 
     asyncio.run(scenario())
 
@@ -382,6 +388,7 @@ def test_delivered_rows_are_deleted_in_one_statement(tmp_path: Path) -> None:
     journal.delete_messages(m.id for m in journal.pending_messages(limit=1000))
     assert journal.outbox_size() == 0
     assert len([s for s in statements if s.startswith("DELETE")]) == 2  # 500 ids per statement
+    journal.close()
 
 
 def test_a_failed_finish_leaves_the_job_as_it_was(tmp_path: Path) -> None:
@@ -392,6 +399,7 @@ def test_a_failed_finish_leaves_the_job_as_it_was(tmp_path: Path) -> None:
         journal.finish("a", "done", result={}, messages=[OutboxMessage("t", None)])  # type: ignore[arg-type]
     assert journal.get("a").state == "running"  # type: ignore[union-attr]
     assert journal.outbox_size() == 0
+    journal.close()
 
 
 class _GatedSync(WalSync):
