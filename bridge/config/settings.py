@@ -15,7 +15,7 @@ from bridge.config.homeassistant import HomeAssistantSettings
 from bridge.config.http import HttpSettings
 from bridge.config.rules import RuleBase
 from bridge.config.todo import TodoSettings
-from bridge.config.units import Duration, Size
+from bridge.config.units import Duration, Size, SizeOrZero
 
 DEFAULT_MQTT_URL = "mqtt://localhost:1883"
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
@@ -203,6 +203,11 @@ class JournalSettings(StrictModel):
     max_size: Size = Field(
         1_000_000_000,
         description="Largest journal; beyond it (after pruning) new input is refused with an error",
+    )
+    min_free: SizeOrZero = Field(
+        100_000_000,
+        description="Least free space on the journal's disk; below it new input is refused with an "
+        "error, and jobs already taken still finish (0: no floor)",
     )
 
 

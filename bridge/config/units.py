@@ -72,3 +72,14 @@ Size = Annotated[
         }
     ),
 ]
+# A size where 0 means "none" (a floor that is off).
+SizeOrZero = Annotated[
+    int,
+    BeforeValidator(lambda value: 0 if value in (0, "0") and value is not False else parse_size(value)),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
+            "description": "bytes, or a string such as 20MB or 512KiB; 0 for none",
+        }
+    ),
+]

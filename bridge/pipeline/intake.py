@@ -138,12 +138,21 @@ class Intake:
         return rule, parsed
 
     def _check_room(self) -> None:
-        """Refuse new work past limits.max_queued waiting jobs or journal.max_size bytes."""
+        """Refuse new work past limits.max_queued waiting jobs, journal.max_size bytes, or below
+        journal.min_free bytes free on the journal's disk."""
         waiting, limit = len(self._queue) + self._unpushed, self._settings.limits.max_queued
         if waiting >= limit:
             raise InputError(
                 f"{waiting:,} jobs are waiting, the limit (limits.max_queued) is {limit:,}; input refused"
             )
+        floor = self._settings.journal.min_free
+        if floor and self._journal.free_space(max_age=SIZE_AGE) < floor:
+            free = self._journal.free_space()
+            if free < floor:
+                raise InputError(
+                    f"the disk holding the journal ({self._journal.path.parent}) has {free:,} bytes free,"
+                    f" below journal.min_free ({floor:,}); input refused until space is freed"
+                )
         max_size = self._settings.journal.max_size
         # A reading up to SIZE_AGE old, plus what was written since, will do while under the
         # limit (no query per input); a refusal is decided on a fresh one.

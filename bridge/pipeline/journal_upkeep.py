@@ -5,10 +5,12 @@ for length."""
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from bridge.pipeline.records import JOB_COLUMNS, Job, OpenJob, OutboxMessage, job_from_row, message_from_row
@@ -26,6 +28,8 @@ class JournalUpkeep:
     _page_size = 0  # fixed for a database once created: read once per connection
     _measured: tuple[float, int] | None = None  # when (monotonic) the size was read, and the size
     _grown = 0  # bytes of images, inputs and outbox payloads written since
+    _free: tuple[float, int] | None = None  # when (monotonic) free space was read, and how much
+    path: Path
 
     def _write(self, *, statements: int = 1) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
@@ -143,6 +147,14 @@ class JournalUpkeep:
         ).fetchone()[0]
         self._measured, self._grown = (now, int(pages) * self._page_size), 0
         return self._measured[1]
+
+    def free_space(self, *, max_age: float = 0.0) -> int:
+        """Bytes free for this process on the journal's file system (a reading up to `max_age`
+        seconds old will do: one statfs a second, not one per input)."""
+        now = time.monotonic()
+        if self._free is None or now - self._free[0] > max_age:
+            self._free = (now, shutil.disk_usage(self.path.parent).free)
+        return self._free[1]
 
     def drop_finished_images(self, target: int) -> int:
         """Delete images that only finished jobs use, oldest first, until the data is under

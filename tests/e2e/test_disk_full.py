@@ -4,6 +4,7 @@ acknowledging and publishing nothing more; started again on free space, it loses
 import errno
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -40,23 +41,22 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _fill(disk: Path) -> Path:
-    """Take every free byte of `disk`."""
+def _fill(disk: Path, leave: int = 0) -> Path:
+    """Take the free bytes of `disk`, all of them or all but about `leave`."""
     filler = disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     chunk = b"\0" * 65536
     try:
-        while True:
+        while len(chunk) and shutil.disk_usage(disk).free > leave:
             try:
-                os.write(fd, chunk)
+                os.write(fd, chunk[: max(1, min(len(chunk), shutil.disk_usage(disk).free - leave))])
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
-                if len(chunk) == 1:
-                    return filler
                 chunk = chunk[: len(chunk) // 2]
     finally:
         os.close(fd)
+    return filler
 
 
 def _send(collector: Collector, ids: list[str]) -> None:
@@ -68,7 +68,7 @@ def _send(collector: Collector, ids: list[str]) -> None:
 def test_a_full_disk_stops_the_daemon_with_its_reason_and_a_restart_loses_nothing(
     daemon, collector: Collector, ollama: OllamaStandin, small_disk: Path
 ) -> None:
-    first = daemon(data_dir=str(small_disk))
+    first = daemon(data_dir=str(small_disk), journal={"min_free": 0})  # no floor: the disk fills
     collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
     _send(collector, ["before"])
     collector.wait_for(RESULT)
@@ -86,7 +86,8 @@ def test_a_full_disk_stops_the_daemon_with_its_reason_and_a_restart_loses_nothin
     collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "offline"})
     assert Counter(m.json()["id"] for m in collector.on(RESULT))["before"] == 1
 
-    again = daemon(data_dir=str(small_disk))  # as launchd or systemd would, on a disk still full
+    # Started again, as launchd or systemd would, on a disk still full.
+    again = daemon(data_dir=str(small_disk), journal={"min_free": 0})
     assert again.proc is not None
     # The inputs sent again meet the same full disk (a commit or two may still fit in the WAL
     # file's space, which the failed one had taken: their jobs are published, once).
@@ -98,7 +99,7 @@ def test_a_full_disk_stops_the_daemon_with_its_reason_and_a_restart_loses_nothin
     assert twice == ["before"]
 
     filler.unlink()  # space again: the same daemon, started again, finishes every job
-    second = daemon(data_dir=str(small_disk))
+    second = daemon(data_dir=str(small_disk), journal={"min_free": 0})
     collector.wait_for(RESULT, where=lambda m: m.json()["id"] == ids[-1], timeout=60)
     collector.wait_for(RESULT, 1 + len(ids), timeout=30)
     time.sleep(0.5)
@@ -106,3 +107,24 @@ def test_a_full_disk_stops_the_daemon_with_its_reason_and_a_restart_loses_nothin
     assert set(results) == {"before", *ids}
     assert [i for i in ids if results[i] != 1] == []  # each job once
     assert second.stop() == 0
+
+
+def test_below_min_free_new_input_is_refused_with_an_error_and_the_daemon_runs_on(
+    daemon, collector: Collector, ollama: OllamaStandin, small_disk: Path
+) -> None:
+    proc = daemon(data_dir=str(small_disk), journal={"min_free": "3MB"})
+    collector.wait_for("llm2mqtt/bridge/state", where=lambda m: m.json() == {"state": "online"})
+    filler = _fill(small_disk, leave=1_000_000)
+    _send(collector, ["low"])
+    error = collector.wait_for("llm2mqtt/message_topic/error")[0].json()["error"]
+    assert "below journal.min_free (3,000,000); input refused until space is freed" in error
+    assert str(small_disk) in error
+    assert collector.on(RESULT) == []
+    assert proc.proc is not None
+    assert proc.proc.poll() is None  # running on
+
+    filler.unlink()
+    time.sleep(1.1)  # the free space is read at most once a second
+    _send(collector, ["freed"])
+    assert collector.wait_for(RESULT)[0].json()["id"] == "freed"
+    assert proc.stop() == 0
