@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from bridge.todo.store import Change, TodoError, TodoStore, public
+from bridge.todo.store import Change, TodoError, TodoNotSaved, TodoStore, public
 
 # Every text and number a request carries is bounded: a list is never "all rows", an id never
 # overflows SQLite's integers, and no field can carry megabytes onto the broker.
@@ -39,9 +39,12 @@ def todo_router(store: TodoStore, published: Callable[[Change], None]) -> APIRou
     router = APIRouter(prefix="/api/todo", tags=["todo"])
 
     def apply(change: Callable[[], Change]) -> dict[str, Any]:
-        """Make a change, publish it like a note's, and answer with it; a refusal is 404/422."""
+        """Make a change, publish it like a note's, and answer with it; a refusal is 404/422,
+        a disk that did not keep it 507."""
         try:
             done = change()
+        except TodoNotSaved as exc:  # the disk's fault, not the request's
+            raise HTTPException(507, f"the Todo list refused the change: {exc}") from None
         except TodoError as exc:
             raise HTTPException(404 if str(exc).startswith("no ") else 422, str(exc)) from None
         published(done)

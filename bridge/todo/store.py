@@ -71,6 +71,10 @@ class TodoError(Exception):
     """A change the list cannot make; the message says why (unknown uid, bad genre...)."""
 
 
+class TodoNotSaved(TodoError):
+    """The disk did not keep a change (full, or failing): nothing of it was kept."""
+
+
 @dataclass(frozen=True)
 class Task:
     """One task of the list."""
@@ -155,8 +159,13 @@ class TodoStore:
             raise
         self._depth -= 1
         if self._depth == 0:
-            self._db.execute("COMMIT")
             pending, self._pending = self._pending, []
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:  # a full disk, an I/O error: nothing of it was kept
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise TodoNotSaved(f"it could not be saved ({exc})") from exc
             for before, after in pending:
                 for listener in self._listeners:
                     listener(before, after)

@@ -2,38 +2,19 @@
 nothing that waited for them runs, and whoever owns the journal is told (the daemon stops)."""
 
 import asyncio
-import os
-import resource
-import signal
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bridge.pipeline.journal import Job, Journal, JournalFailed, OutboxMessage
+from tests.support.disk import files_cannot_grow
 
 
 def _job(ident: str) -> Job:
     return Job(
         id=ident, rule="r", source="test", state="queued", priority=0, created=1.0, attempts=0, input={}
     )
-
-
-@contextmanager
-def _files_cannot_grow(journal: Journal) -> Iterator[None]:
-    """No file of this process may grow past the WAL file's size: SQLite's next WAL write fails
-    with an I/O error (EFBIG), as a failing disk would fail it, and SQLite rolls back."""
-    limit = os.path.getsize(f"{journal.path}-wal")
-    before = resource.getrlimit(resource.RLIMIT_FSIZE)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the process is killed
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, before[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, before)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 
 
 def test_a_group_sqlite_rolled_back_runs_nothing_that_waited_and_is_reported(tmp_path: Path) -> None:
@@ -49,7 +30,7 @@ def test_a_group_sqlite_rolled_back_runs_nothing_that_waited_and_is_reported(tmp
         journal.add_messages([OutboxMessage("t", b"result a" * 2000)])
         journal.after_commit(lambda: ran.append("ack a"))
         journal.after_commit(lambda: ran.append("push a"), durable=False)
-        with _files_cannot_grow(journal), pytest.raises(JournalFailed) as lost:
+        with files_cannot_grow(Path(f"{journal.path}-wal")), pytest.raises(JournalFailed) as lost:
             journal.commit()
         assert str(lost.value) == f"the journal {journal.path} could not be written: disk I/O error"
         assert failures == [lost.value]

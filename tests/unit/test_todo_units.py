@@ -13,9 +13,10 @@ from bridge.errors import AnswerError
 from bridge.todo.decide import plan_change
 from bridge.todo.normalize import contains, fold, forms
 from bridge.todo.retrieval import CandidateIndex
-from bridge.todo.store import TodoError, TodoStore, public
+from bridge.todo.store import TodoError, TodoNotSaved, TodoStore, public
 from handlers.base import PromptInput
 from handlers.todo_match import TodoMatchHandler
+from tests.support.disk import files_cannot_grow
 
 TASKS = {
     "milk": "牛乳を買う",
@@ -106,6 +107,40 @@ def test_each_todo_commit_is_synced_and_on_macos_past_the_drive_cache(tmp_path: 
     store = TodoStore(tmp_path / "todo.sqlite3")
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: every commit
     assert store._db.execute("PRAGMA fullfsync").fetchone()[0] == 1  # F_FULLFSYNC where there is one
+    store.close()
+
+
+def test_a_change_the_disk_cannot_keep_is_a_todo_error_and_the_list_goes_on(tmp_path: Path) -> None:
+    store = TodoStore(tmp_path / "todo.sqlite3")
+    heard: list[Any] = []
+    store.on_change(lambda before, after: heard.append(after.title))
+    store.create("牛乳を買う", source="test")
+    wal = tmp_path / "todo.sqlite3-wal"
+    with (
+        files_cannot_grow(wal),
+        pytest.raises(TodoNotSaved, match=r"^it could not be saved \(disk I/O error\)$"),
+    ):
+        store.create("卵を買う" * 500, source="test")
+    assert [t.title for t in store.tasks()] == ["牛乳を買う"]
+    store.create("パンを買う", source="test")  # not wedged, and the lost change is not announced
+    assert heard == ["牛乳を買う", "パンを買う"]
+    # Over the REST API the disk's fault is a 507, not the request's 4xx.
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from bridge.todo.api import todo_router
+
+    app = FastAPI()
+    app.include_router(todo_router(store, lambda change: None))
+    with TestClient(app) as client:
+        with files_cannot_grow(wal):
+            refused = client.post("/api/todo/tasks", json={"title": "卵を買う", "description": "x" * 2000})
+        assert refused.status_code == 507
+        assert (
+            refused.json()["detail"]
+            == "the Todo list refused the change: it could not be saved (disk I/O error)"
+        )
+        assert client.post("/api/todo/tasks", json={"title": "卵を買う"}).status_code == 201
     store.close()
 
 
