@@ -20,6 +20,7 @@ from bench import (
     syscalls,
     todo_bench,
     transport,
+    wal_pages,
     web_bench,
 )
 from bench.common import env_note
@@ -45,6 +46,7 @@ BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
         reps=1 if quick else 2, jobs=500 if quick else 2000
     ),
     "syscalls": lambda quick: syscalls.syscalls(jobs=300 if quick else 1000),
+    "wal_pages": lambda quick: wal_pages.wal_pages(jobs=500 if quick else 2000),
     "job_events": lambda quick: events_bench.job_events(reps=1 if quick else 3, jobs=500 if quick else 2000),
     "overhead": lambda quick: spine.overhead(jobs=500 if quick else 2000, paced=150 if quick else 500),
     "saturation": lambda quick: spine.saturation(jobs=60 if quick else 200),

@@ -1,6 +1,8 @@
 """The compare benchmark's pure parts: the Node-RED flow's shape, its install without Node.js,
 the table with a system that could not be measured, and strace's summary read by call."""
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from bench import nodered
 from bench.compare import _markdown
 from bench.syscalls import summary
+from bench.wal_pages import by_owner, frames, owners
 
 
 def test_the_flow_takes_the_job_path_of_the_naive_script() -> None:
@@ -61,3 +64,27 @@ def test_strace_summary_is_read_by_call_with_or_without_errors() -> None:
 100.00    5.557391          60     44881      1986 total
 """
     assert summary(text) == {"futex": 14294, "pwrite64": 30585, "getsockname": 2}
+
+
+def test_wal_frames_are_read_per_commit_and_named_by_their_table(tmp_path: Path) -> None:
+    """A WAL that SQLite wrote: two commits after the schema's, and a third torn midway."""
+    path = tmp_path / "w.sqlite3"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("CREATE INDEX t_x ON t (x)")
+        for value in ("a", "b"):
+            db.execute("INSERT INTO t VALUES (?)", (value,))
+        wal = (tmp_path / "w.sqlite3-wal").read_bytes()
+        salts, found = frames(wal)
+        assert [ends for _, ends in found].count(True) == 4  # table, index, two inserts
+        page_size = 4096
+        last = wal[-(24 + page_size) :]
+        unfinished = last[:4] + b"\0\0\0\0" + last[8:]  # a frame of a commit not written whole
+        assert frames(wal + unfinished) == (salts, found)
+        assert frames(wal + last[: 24 + page_size // 2]) == (salts, found)  # a frame cut short
+        names = owners(path)
+    assert names[1] == "sqlite_schema"
+    table = by_owner(found[-2:], names)  # the last insert: its table page and its index page
+    assert table == {"commits": 1, "frames_per_commit": 2.0, "t": 1.0, "t_x": 1.0}
