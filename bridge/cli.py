@@ -164,9 +164,15 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
 
     from bridge.config.loader import config_warnings
     from bridge.daemon import Bridge
+    from bridge.pipeline.files import FolderInUse, hold
 
     _setup_logging(config.settings.log_level)
     os.umask(0o077)  # every file the daemon makes (databases, their WAL, JSON) is its own
+    try:
+        held = hold(config.data_dir)  # open until the process ends
+    except FolderInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for warning in config_warnings(config):
         logging.getLogger("bridge").warning("%s", warning)
 
@@ -179,6 +185,7 @@ def _run(config: "Config", args: argparse.Namespace) -> int:
         await bridge.run()
 
     asyncio.run(serve())
+    held.close()
     return 0
 
 

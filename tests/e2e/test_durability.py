@@ -163,3 +163,27 @@ def test_retained_input_is_not_judged_again_after_restart(
     collector.wait_for("llm2mqtt/bridge/event", where=lambda m: m.json()["type"] == "job_skipped")
     time.sleep(0.5)
     assert len(ollama.requests) == 1
+
+
+def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(
+    daemon, collector: Collector, ollama: OllamaStandin
+) -> None:
+    """The README's foreground command while the launchd agent runs: two daemons on one journal
+    would both resume its jobs and take each other's broker session in turn."""
+    first = daemon()
+    collector.wait_for("llm2mqtt/bridge/state")
+    second = daemon()
+    assert second.proc is not None
+    assert second.proc.wait(20) == 1
+    second.proc = None
+    assert first.proc is not None
+    said = f"error: another llm2mqtt (pid {first.proc.pid}) is running with the data directory"
+    assert said in second.output()  # (both write to the one log file here)
+    _send(collector, 1, prefix="one")  # the first runs on, alone
+    collector.wait_for("llm2mqtt/message_topic/result")
+    assert first.stop() == 0
+    third = daemon()  # the lock went with the first: a new daemon starts
+    collector.wait_for("llm2mqtt/bridge/state", 2, where=lambda m: m.json() == {"state": "online"})
+    assert third.proc is not None
+    assert third.proc.poll() is None
+    assert third.stop() == 0
