@@ -24,8 +24,9 @@ class FolderInUse(Exception):
 def hold(folder: Path) -> IO[str]:
     """Hold `folder` for this process alone, until the returned file is closed or the process
     ends, however it ends (a kill included: the system drops the lock). Two daemons on one
-    journal would both resume its jobs and take each other's broker session in turn."""
-    make_private(folder)
+    journal would both resume its jobs and take each other's broker session in turn. (The
+    journal makes the folder private when it opens; the lock file is 0600 by the daemon's umask.)"""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     handle = (folder / "llm2mqtt.lock").open("a+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -69,12 +69,12 @@ class WalSync:
         *,
         enabled: bool,
         on_durable: Callable[[], object],
-        on_failure: Callable[[JournalFailed], object] | None = None,
+        on_failure: Callable[[JournalFailed], object],
     ) -> None:
         self._wal = wal
         self.enabled = enabled
         self._on_durable = on_durable  # after every batch (the outbox sends what became durable)
-        self._on_failure = on_failure  # an fsync failed (without: raised where it happened)
+        self._on_failure = on_failure  # an fsync failed: the journal's owner is told
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # One item per fsync to make: the loop to tell once it returned (None: stop).
@@ -151,8 +151,6 @@ class WalSync:
             # (acks, the outbox) never runs; a restart recovers the WAL as the disk holds it.
             self._pending = []
             self.failed = JournalFailed(f"the journal's WAL file {self._wal} could not be synced: {error}")
-            if self._on_failure is None:
-                raise self.failed from error
             self._on_failure(self.failed)
             return
         self._run(batch)

@@ -402,11 +402,15 @@ def test_a_failed_finish_leaves_the_job_as_it_was(tmp_path: Path) -> None:
     journal.close()
 
 
+def _no_failure(failure: Exception) -> None:
+    raise AssertionError(f"no fsync fails here: {failure}")
+
+
 class _GatedSync(WalSync):
     """A WalSync whose fsyncs wait for the test to let them through."""
 
     def __init__(self, wal: Path) -> None:
-        super().__init__(wal, enabled=True, on_durable=lambda: None)
+        super().__init__(wal, enabled=True, on_durable=lambda: None, on_failure=_no_failure)
         self.gate = threading.Event()
         self.syncs = 0
 
@@ -445,8 +449,8 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
 class _FailingSync(WalSync):
     """A WalSync whose first `failures` fsyncs fail with `error` (a broken disk, or a bug)."""
 
-    def __init__(self, wal: Path, failures: int, error: Exception) -> None:
-        super().__init__(wal, enabled=True, on_durable=lambda: None)
+    def __init__(self, wal: Path, failures: int, error: Exception, reported: list[Exception]) -> None:
+        super().__init__(wal, enabled=True, on_durable=lambda: None, on_failure=reported.append)
         self.failures = failures
         self.error = error
 
@@ -466,8 +470,7 @@ def test_a_failed_fsync_releases_nothing_ever_and_is_reported(tmp_path: Path, er
     async def scenario() -> None:
         (tmp_path / "j-wal").write_bytes(b"frames")
         failures: list[Exception] = []
-        sync = _FailingSync(tmp_path / "j-wal", failures=1, error=error)
-        sync._on_failure = failures.append
+        sync = _FailingSync(tmp_path / "j-wal", failures=1, error=error, reported=failures)
         sync.use_loop(asyncio.get_running_loop())
         ran: list[str] = []
         sync.committed([lambda: ran.append("ack")], wrote=True)
@@ -583,7 +586,7 @@ def test_a_wal_made_anew_is_the_one_synced(tmp_path: Path) -> None:
     wal = tmp_path / "j-wal"
     wal.write_bytes(b"frames")
     synced: list[int] = []
-    sync = WalSync(wal, enabled=True, on_durable=lambda: None)
+    sync = WalSync(wal, enabled=True, on_durable=lambda: None, on_failure=_no_failure)
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
