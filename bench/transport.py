@@ -7,7 +7,10 @@ requests made. Ways, in a rotated order per round, median and min over the round
 - `thread`: the blocking `ollama.Client` on one thread, awaited from the event loop (the
   bridge's way before `bridge.pipeline.http_transport`);
 - `async_httpx`: `ollama.AsyncClient` on httpx's default transport (httpcore over anyio);
-- `keepalive`: `ollama.AsyncClient` on `KeepAliveTransport` (the bridge's way now).
+- `keepalive`: `ollama.AsyncClient` on `KeepAliveTransport` (the bridge's way before
+  `bridge.pipeline.ollama_chat`);
+- `direct`: `OllamaChat`, the request written straight onto `KeepAliveTransport` and the
+  answer read as the package's `ChatResponse` (the bridge's way now).
 """
 
 import asyncio
@@ -24,11 +27,12 @@ import ollama
 
 from bench.common import env_note, median
 from bridge.pipeline.http_transport import KeepAliveTransport
+from bridge.pipeline.ollama_chat import OllamaChat
 
 MODEL = "qwen2.5vl:7b"
 MESSAGES = [{"role": "user", "content": "牛乳きれてた"}]
 SCHEMA = {"type": "object", "properties": {"task": {"type": "string"}}, "required": ["task"]}
-WAYS = ("thread", "async_httpx", "keepalive")
+WAYS = ("thread", "async_httpx", "keepalive", "direct")
 
 
 def _cpu() -> float:
@@ -51,6 +55,15 @@ async def _per_call(way: str, url: str, calls: int) -> float:
         async def closing() -> None:
             pool.shutdown()
             blocking._client.close()
+    elif way == "direct":
+        direct = OllamaChat(url, connect_timeout=5.0, max_idle=1)
+
+        async def call() -> Any:
+            return await direct.chat(
+                model=MODEL, messages=MESSAGES, format=SCHEMA, options={}, keep_alive=None
+            )
+
+        closing = direct.aclose
     else:
         transport = KeepAliveTransport() if way == "keepalive" else None
         client = ollama.AsyncClient(host=url, transport=transport)
@@ -84,7 +97,7 @@ def transport(calls: int = 2000, rounds: int = 5) -> dict[str, Any]:
         spent: dict[str, list[float]] = {way: [] for way in WAYS}
         started = time.monotonic()
         for round_ in range(rounds):
-            for way in WAYS[round_ % 3 :] + WAYS[: round_ % 3]:
+            for way in WAYS[round_ % len(WAYS) :] + WAYS[: round_ % len(WAYS)]:
                 spent[way].append(asyncio.run(_per_call(way, url, calls)))
     finally:
         standin.terminate()
@@ -100,6 +113,7 @@ def transport(calls: int = 2000, rounds: int = 5) -> dict[str, Any]:
         "cpu_ms_per_call": ms,
         "keepalive_over_thread": round(median(spent["keepalive"]) / median(spent["thread"]), 3),
         "keepalive_over_async_httpx": round(median(spent["keepalive"]) / median(spent["async_httpx"]), 3),
+        "direct_over_keepalive": round(median(spent["direct"]) / median(spent["keepalive"]), 3),
         "seconds": round(time.monotonic() - started, 1),
         "env": env_note(),
     }

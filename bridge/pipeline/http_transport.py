@@ -1,4 +1,7 @@
-"""A lean HTTP/1.1 transport for httpx on the event loop, for the chat requests to Ollama.
+"""A lean HTTP/1.1 transport on the event loop, for the chat requests to Ollama.
+
+`send` takes a whole request as bytes (bridge.pipeline.ollama_chat writes the chat request
+itself); `handle_async_request` makes it an httpx transport as well.
 
 The ollama client hands its keyword arguments to its httpx client, `transport=` among them.
 Per chat request against the Ollama stand-in, httpx's own asyncio transport (httpcore over
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 _NO_BODY = (204, 304)
+Origin = tuple[str, str, int]  # scheme, host, port
 _DROPPED = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 
 
@@ -44,7 +48,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     """Sends each request on an idle open connection to its host, or a new one."""
 
     def __init__(self, *, max_idle: int = 8) -> None:
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._max_idle = max_idle
         self._ssl: ssl.SSLContext | None = None
 
@@ -52,14 +56,36 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts = request.extensions.get("timeout", {})
-        data = _head(request, await request.aread())
+        status, headers, body = await self.send(
+            origin,
+            _head(request, await request.aread()),
+            connect_timeout=timeouts.get("connect"),
+            read_timeout=timeouts.get("read"),
+            head=request.method == "HEAD",
+            request=request,
+        )
+        return httpx.Response(status, headers=headers, content=body, request=request)
+
+    async def send(
+        self,
+        origin: Origin,
+        data: bytes,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        head: bool = False,
+        request: httpx.Request | None = None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send `data`, a whole request (line, headers, body), to `origin`; the answer's status,
+        headers and body. Errors are httpx's (ConnectError, ReadTimeout, RemoteProtocolError,
+        ReadError), with `request` when there is one."""
         connection, reused = self._take(origin), True
         if connection is None:
-            connection, reused = await self._connect(origin, timeouts.get("connect"), request), False
+            connection, reused = await self._connect(origin, connect_timeout, request), False
         try:
             try:
                 status, headers, body, keep = await self._exchange(
-                    connection, data, request, timeouts.get("read")
+                    connection, data, head, request, read_timeout
                 )
             except _ClosedUnanswered:
                 connection.close()
@@ -68,9 +94,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                         "the server closed the connection without answering", request=request
                     ) from None
                 # An idle connection the server had closed: the request never reached it.
-                connection = await self._connect(origin, timeouts.get("connect"), request)
+                connection = await self._connect(origin, connect_timeout, request)
                 status, headers, body, keep = await self._exchange(
-                    connection, data, request, timeouts.get("read")
+                    connection, data, head, request, read_timeout
                 )
         except BaseException:
             connection.close()  # half a request or half an answer: the connection is no use
@@ -79,7 +105,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             self._give_back(origin, connection)
         else:
             connection.close()
-        return httpx.Response(status, headers=headers, content=body, request=request)
+        return status, headers, body
 
     async def aclose(self) -> None:
         for connections in self._idle.values():
@@ -87,7 +113,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 connection.close()
         self._idle.clear()
 
-    def _take(self, origin: tuple[str, str, int]) -> _Connection | None:
+    def _take(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
@@ -96,7 +122,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             connection.close()
         return None
 
-    def _give_back(self, origin: tuple[str, str, int], connection: _Connection) -> None:
+    def _give_back(self, origin: Origin, connection: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
         if len(idle) < self._max_idle and connection.usable:
             idle.append(connection)
@@ -104,7 +130,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             connection.close()
 
     async def _connect(
-        self, origin: tuple[str, str, int], timeout: float | None, request: httpx.Request
+        self, origin: Origin, timeout: float | None, request: httpx.Request | None
     ) -> _Connection:
         scheme, host, port = origin
         context = None
@@ -124,12 +150,17 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         return _Connection(reader, writer)
 
     async def _exchange(
-        self, connection: _Connection, data: bytes, request: httpx.Request, timeout: float | None
+        self,
+        connection: _Connection,
+        data: bytes,
+        head: bool,
+        request: httpx.Request | None,
+        timeout: float | None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         try:
             async with asyncio.timeout(timeout):
                 connection.writer.write(data)
-                return await _read_response(connection.reader, request)
+                return await _read_response(connection.reader, head)
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer in {timeout}s", request=request) from None
         except asyncio.IncompleteReadError as exc:
@@ -156,7 +187,7 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
 
 
 async def _read_response(
-    reader: asyncio.StreamReader, request: httpx.Request
+    reader: asyncio.StreamReader, head_only: bool
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
     first = True
     while True:
@@ -187,7 +218,7 @@ async def _read_response(
             chunked = b"chunked" in value.lower()
         elif key == b"connection":
             keep = value.lower() == b"keep-alive" or (keep and value.lower() != b"close")
-    if request.method == "HEAD" or status in _NO_BODY:
+    if head_only or status in _NO_BODY:
         return status, headers, b"", keep
     if chunked:
         return status, headers, await _read_chunked(reader), keep

@@ -1,4 +1,4 @@
-"""The LLM backend: Ollama through the `ollama` client.
+"""The LLM backend: Ollama, chat requests on a lean path, the rest through the `ollama` client.
 
 It owns what the model host needs: at most `parallel` requests in flight (Ollama would only
 queue more), a deadline per request (the client has none by default), retries with backoff on
@@ -18,7 +18,7 @@ import ollama
 from bridge.config.redact import redact_url
 from bridge.config.settings import OllamaSettings
 from bridge.errors import BackendDown, BackendError, BackendUnavailable, ModelNotFound
-from bridge.pipeline.http_transport import KeepAliveTransport
+from bridge.pipeline.ollama_chat import ChatAnswerInvalid, OllamaChat
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,12 @@ class OllamaBackend:
             host=settings.url.rstrip("/"),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
         )
-        # Chat requests, the hot path, go through a client of their own on a lean transport
-        # (bridge.pipeline.http_transport): per request it costs less than half the CPU of
-        # httpx's default one. Their deadline is the job's (asyncio.timeout below), which
-        # closes the connection of a request given up on, so Ollama stops generating. The
-        # client above keeps httpx's transport: /api/pull streams its progress, which the lean
-        # one (whole bodies only) would hold back until the end.
-        self._chat = ollama.AsyncClient(
-            host=settings.url.rstrip("/"),
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
-            transport=KeepAliveTransport(max_idle=settings.parallel),
+        # Chat requests, the hot path, go straight onto a lean keep-alive transport
+        # (bridge.pipeline.ollama_chat). Their deadline is the job's (asyncio.timeout below),
+        # which closes the connection of a request given up on, so Ollama stops generating.
+        # The client above keeps httpx's transport: /api/pull streams its progress.
+        self._chat = OllamaChat(
+            settings.url.rstrip("/"), connect_timeout=settings.connect_timeout, max_idle=settings.parallel
         )
         self._slots = asyncio.Semaphore(settings.parallel)
         self._sleep = sleep
@@ -118,15 +114,14 @@ class OllamaBackend:
         self.calls += 1
         try:
             async with asyncio.timeout(deadline):
-                # One answer in one body: streamed, every token is a line the client reads,
-                # parses and validates, which cost more CPU than the rest of the job.
+                # One answer in one body: streamed, every token would be a line to read,
+                # parse and validate, which cost more CPU than the rest of the job.
                 final = await self._chat.chat(
                     model=model,
                     messages=messages,
                     format=schema,
                     options=options,
                     keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
-                    stream=False,
                 )
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise BackendUnavailable(
@@ -136,13 +131,14 @@ class OllamaBackend:
             ) from None
         except ollama.ResponseError as exc:
             raise self._translate(exc, model) from None
-        except (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout):
-            # The client wraps a refused connection in ConnectionError.
+        except (httpx.ConnectError, httpx.ConnectTimeout):
             raise self._unreachable() from None
         except httpx.TransportError as exc:
             raise BackendUnavailable(
                 f"the connection to Ollama at {self.url} broke off mid-answer ({type(exc).__name__})"
             ) from None
+        except ChatAnswerInvalid as exc:
+            raise BackendError(f"{self.url} did not answer like Ollama: {exc}") from None
         return LlmReply(
             content=final.message.content or "",
             model=final.model or model,
@@ -233,7 +229,7 @@ class OllamaBackend:
 
     async def close(self) -> None:
         await self._client._client.aclose()  # the ollama client exposes no close of its own
-        await self._chat._client.aclose()
+        await self._chat.aclose()
 
 
 async def retrying(
