@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,10 @@ class MqttLink:
             min_delay=1.0,
             max_delay=float(settings.reconnect_max),
         )
+        # QoS 0 messages handed to paho and not yet written, oldest first (paho writes them in
+        # order); told to `on_published` once written (LoopSocket._write says why not by paho).
+        self._unwritten: deque[paho.MQTTMessageInfo] = deque()
+        self.socket.written = self._written
 
     def _make_client(self) -> paho.Client:
         s = self.settings
@@ -182,7 +187,14 @@ class MqttLink:
             return None
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
             return None
+        if qos == 0:
+            self._unwritten.append(info)
         return info.mid
+
+    def _written(self) -> None:
+        unwritten = self._unwritten
+        while unwritten and _published(unwritten[0]):
+            self._call(self._on_published, unwritten.popleft().mid)
 
     def _properties(self, props: dict[str, Any] | None) -> Properties | None:
         if not self.v5 or not props:
@@ -231,6 +243,7 @@ class MqttLink:
             log.error("the broker at %s refused the connection: %s", self.settings.safe_url(), reason)
             return
         self.connected, self.since = True, time.time()
+        self._unwritten.clear()  # paho drops the QoS 0 packets it had not written: never written now
         self.socket.connected()
         if self._missing_since is not None:
             away = time.monotonic() - self._missing_since

@@ -226,3 +226,43 @@ def test_a_burst_over_tls_arrives_whole(secure_broker: tuple[int, int, Path]) ->
         _run(scenario)
     finally:
         sender.close()
+
+
+def test_qos_0_messages_are_reported_once_written_without_paho_building_a_puback_for_each(
+    broker: Mosquitto,
+) -> None:
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+    receiver = Collector(broker.port, [f"{topic}/#"])
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        harness = Harness(_settings(broker.url), loop)
+        await harness.link.start()
+        client = harness.link.client
+        paho_calls: list[int] = []
+        handler = client.on_publish
+        assert handler is not None
+
+        def counted(*args: Any) -> None:
+            paho_calls.append(args[2])
+            handler(*args)
+
+        client.on_publish = counted  # public API: paho calls this for each message it reports
+        mids = [
+            harness.link.publish(f"{topic}/event", b"queued", qos=0),
+            harness.link.publish(f"{topic}/result", b"answer", qos=1),
+            harness.link.publish(f"{topic}/event", b"started", qos=0),
+            harness.link.publish(f"{topic}/event", b"done", qos=0),
+        ]
+        await _until(lambda: set(mids) <= set(harness.published), 5, "every message reported")
+        # Only the QoS 1 message's PUBACK went through paho's callback (the link's own online
+        # state and info, QoS 1 too, may come before or after the counting began).
+        assert [mid for mid in paho_calls if mid in mids] == [mids[1]]
+        await harness.link.stop()
+
+    try:
+        _run(scenario)
+        receiver.wait_for(f"{topic}/event", where=lambda m: m.payload == b"done")
+        assert [m.payload for m in receiver.on(f"{topic}/event")] == [b"queued", b"started", b"done"]
+        assert [m.payload for m in receiver.on(f"{topic}/result")] == [b"answer"]
+    finally:
+        receiver.close()
