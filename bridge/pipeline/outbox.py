@@ -134,18 +134,22 @@ class Outbox:
             self._pump_sinks()
         while self._maybe_more and len(self._in_flight) < self._window:
             room = self._window - len(self._in_flight)
+            durable = self._journal.durable_row
             rows = self._journal.pending_messages(after=self._last_sent, limit=room, mqtt=True)
-            if len(rows) < room:
-                self._maybe_more = False
             for row in rows:
                 mid = self._publisher.publish(
                     row.topic, row.payload, qos=row.qos, retain=row.retain, props=row.props
                 )
                 if mid is None:
-                    self._maybe_more = True
                     return  # not connected (QoS 0) or refused: again after the next connect
                 self._in_flight[mid] = row
                 self._last_sent = row.id
+            if len(rows) < room:
+                self._maybe_more = False
+                # Every MQTT row up to `durable` is sent: the next read starts past the other
+                # sinks' rows there too, not at the last MQTT row (SNS rows pile up while SNS
+                # is away, and would be read again after every commit).
+                self._last_sent = max(self._last_sent, durable)
         if not self._maybe_more:
             self._send_events()
 
@@ -167,9 +171,8 @@ class Outbox:
         # Other sinks have their own cursor, so a broker outage does not hold back SNS.
         while self._sink_more and len(self._sink_rows) < self._window:
             room = self._window - len(self._sink_rows)
+            durable = self._journal.durable_row
             rows = self._journal.pending_messages(after=self._last_sink_row, limit=room, mqtt=False)
-            if len(rows) < room:
-                self._sink_more = False
             for row in rows:
                 self._last_sink_row = row.id
                 sink = self._sinks.get(row.sink)
@@ -178,6 +181,10 @@ class Outbox:
                     continue
                 self._sink_rows[row.id] = row
                 sink.send(row, self._sink_done)
+            if len(rows) < room:
+                self._sink_more = False
+                # As for MQTT above: the next read starts past the MQTT rows up to here.
+                self._last_sink_row = max(self._last_sink_row, durable)
 
     def _sink_done(self, row_id: int) -> None:
         row = self._sink_rows.pop(row_id, None)

@@ -170,6 +170,37 @@ def test_outbox_sends_sns_rows_to_their_sink_and_calls_back_when_a_job_is_delive
     journal.close()
 
 
+def test_a_backlog_for_one_sink_is_not_read_again_by_the_other_after_each_commit(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    link, sink = _Link(), _Sink()
+    outbox = Outbox(journal, link)
+    outbox.add_sink("sns", sink)  # SNS is away: it never accepts
+    journal.add_messages([OutboxMessage(ARN, b"{}", sink="sns") for _ in range(50)])
+    outbox.notify()
+    outbox.pump()
+    assert len(sink.rows) == 50
+    backlog_end = journal.durable_row
+    reads: list[tuple[int, bool | None]] = []
+    pending = journal.pending_messages
+
+    def counted(after: int = 0, limit: int = 500, *, mqtt: bool | None = None) -> list[OutboxMessage]:
+        reads.append((after, mqtt))
+        return pending(after, limit, mqtt=mqtt)
+
+    journal.pending_messages = counted  # type: ignore[method-assign]
+    for n in range(5):  # results go on meanwhile, one commit each
+        journal.add_messages([OutboxMessage(f"llm2mqtt/r/result{n}", b"{}")])
+        outbox.notify()
+        outbox.pump()
+    assert [topic for _, topic in link.sent] == [f"llm2mqtt/r/result{n}" for n in range(5)]
+    mqtt_reads = [after for after, mqtt in reads if mqtt]
+    assert mqtt_reads  # read once per commit, each past the SNS rows, not from before them
+    assert min(mqtt_reads) >= backlog_end
+    assert all(after >= backlog_end for after, mqtt in reads if mqtt is False)
+    assert len(sink.rows) == 50  # nothing sent twice
+    journal.close()
+
+
 def test_sns_row_not_accepted_before_a_crash_is_sent_again(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     outbox = Outbox(journal, _Link())
@@ -195,10 +226,16 @@ def test_journal_adds_the_outbox_columns_to_an_old_database(tmp_path: Path) -> N
             " created REAL NOT NULL)"
         )
         db.execute("INSERT INTO outbox (topic, payload, qos, retain, created) VALUES ('t', x'00', 1, 0, 0)")
+        db.execute("ALTER TABLE outbox ADD COLUMN sink TEXT NOT NULL DEFAULT 'mqtt'")
+        db.execute("CREATE INDEX outbox_sink ON outbox (sink, id)")  # what journals had before
         db.commit()
     journal = Journal(path)
     assert [(m.topic, m.sink, m.job_id) for m in journal.pending_messages()] == [("t", "mqtt", None)]
     journal.close()
+    with closing(sqlite3.connect(path)) as db:
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "outbox_sink" not in indexes  # a page written in most commits, for nothing
+    assert "outbox_job" in indexes
 
 
 def test_a_hostile_job_message_is_an_input_error() -> None:
