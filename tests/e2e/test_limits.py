@@ -27,7 +27,7 @@ def _blobs(config: Path) -> int:
 
 
 def _noise_jpeg(side: int = 160) -> bytes:
-    """A JPEG that does not compress (random pixels), about 50 KB."""
+    """A JPEG that does not compress (random pixels), about 32 KB at the default side."""
     from io import BytesIO
 
     from PIL import Image
@@ -95,7 +95,9 @@ def test_journal_size_limit_refuses_new_input(daemon, collector: Collector, olla
     ollama.latency = 5.0  # the images stay with waiting jobs: nothing may be dropped to make room
     proc = daemon(journal={"max_size": "400KB"})
     collector.wait_for("llm2mqtt/bridge/state")
-    for _ in range(12):
+    # About 32 KB of journal each: 16 are well past the limit (12 came within a page or two of
+    # it, and a journal with one index fewer stayed below).
+    for _ in range(16):
         collector.publish(CAMERA, _noise_jpeg())
     error = collector.wait_for("llm2mqtt/front_door_lock/error", timeout=20)[0].json()
     assert "above journal.max_size (400,000)" in error["error"]
