@@ -44,6 +44,11 @@ class _Connection:
         self.writer.close()
 
 
+def origin_of(url: httpx.URL) -> Origin:
+    """Where a URL's requests go: scheme, host and port (the scheme's default if none)."""
+    return (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+
+
 class KeepAliveTransport(httpx.AsyncBaseTransport):
     """Sends each request on an idle open connection to its host, or a new one."""
 
@@ -53,15 +58,14 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._ssl: ssl.SSLContext | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        origin = origin_of(request.url)
         timeouts = request.extensions.get("timeout", {})
         status, headers, body = await self.send(
             origin,
             _head(request, await request.aread()),
             connect_timeout=timeouts.get("connect"),
             read_timeout=timeouts.get("read"),
-            head=request.method == "HEAD",
+            head_only=request.method == "HEAD",
             request=request,
         )
         return httpx.Response(status, headers=headers, content=body, request=request)
@@ -73,7 +77,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         *,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
-        head: bool = False,
+        head_only: bool = False,
         request: httpx.Request | None = None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send `data`, a whole request (line, headers, body), to `origin`; the answer's status,
@@ -85,7 +89,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         try:
             try:
                 status, headers, body, keep = await self._exchange(
-                    connection, data, head, request, read_timeout
+                    connection, data, head_only, request, read_timeout
                 )
             except _ClosedUnanswered:
                 connection.close()
@@ -96,7 +100,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 # An idle connection the server had closed: the request never reached it.
                 connection = await self._connect(origin, connect_timeout, request)
                 status, headers, body, keep = await self._exchange(
-                    connection, data, head, request, read_timeout
+                    connection, data, head_only, request, read_timeout
                 )
         except BaseException:
             connection.close()  # half a request or half an answer: the connection is no use
@@ -153,14 +157,14 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self,
         connection: _Connection,
         data: bytes,
-        head: bool,
+        head_only: bool,
         request: httpx.Request | None,
         timeout: float | None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         try:
             async with asyncio.timeout(timeout):
                 connection.writer.write(data)
-                return await _read_response(connection.reader, head)
+                return await _read_response(connection.reader, head_only)
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer in {timeout}s", request=request) from None
         except asyncio.IncompleteReadError as exc:
