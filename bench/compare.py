@@ -270,6 +270,7 @@ def overhead(
             time.sleep(0.3)
             config = Path(proc.cwd()) / "config.yaml"
             sql: dict[str, int] = json.loads((config.parent / "sql_counts.json").read_text())
+            figures["fsyncs_per_job"] = round(sql.pop("fsync", 0) / counted, 2)
             writes = sum(n for k, n in sql.items() if k.split()[0] in ("INSERT", "UPDATE", "DELETE"))
             figures["sql_writes_per_job"] = round(writes / counted, 2)
             figures["sql_statements_per_job"] = round(sum(sql.values()) / counted, 2)
@@ -392,6 +393,7 @@ _ROWS = {
     "saturation": "saturation (200 ms, parallel 2)",
     "peak_open": "peak open requests, median (max)",
     "messages_per_job": "MQTT messages per job",
+    "fsyncs_per_job": "fsyncs per job, 200-job burst",
     "lost": "jobs lost (all repetitions)",
 }
 _NAMES = {"naive": "naive script", "nodered": "Node-RED", "llm2mqtt": "llm2mqtt"}

@@ -336,7 +336,7 @@ class Bridge:
                     handler(message)
                 except Exception:
                     log.exception("handling a message on %s failed", message.topic)
-                self.journal.after_commit(lambda: self.link.ack(message))
+                self.journal.after_commit(lambda: self.link.ack(message), ack=True)
                 return
         run_rule = self.topics.rule_of_run_topic(message.topic)
         if run_rule is not None:

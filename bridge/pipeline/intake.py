@@ -107,7 +107,7 @@ class Intake:
             except Exception:
                 log.exception("%s: not even the refusal could be journaled; input dropped", sub.rule)
         if on_durable is not None:
-            self._journal.after_commit(on_durable)
+            self._journal.after_commit(on_durable, ack=True)
         return accepted
 
     def _reply_refusal(self, sub: Submission) -> str | None:

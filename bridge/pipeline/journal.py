@@ -95,6 +95,7 @@ class Journal(JournalUpkeep):
             self._db.execute(statement)
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
+        self._hurry = False  # something in `_after` wants its fsync soon (not only acks)
         self._committed: list[Callable[[], None]] = []  # wait for the commit, not the disk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lazy_delay = 0.05
@@ -125,7 +126,7 @@ class Journal(JournalUpkeep):
         at the end of the loop iteration; the others ride along or go within `lazy_delay`."""
         self.commit()
         self._loop = loop
-        self._lazy_delay = lazy_delay
+        self._lazy_delay = self._sync.lazy_delay = lazy_delay
         self._sync.use_loop(loop)
 
     @contextmanager
@@ -179,8 +180,10 @@ class Journal(JournalUpkeep):
                 tap(tapped)
         events, self._events = self._events, []
         callbacks, self._after = self._after, []
+        # Rows to publish hurry the fsync; acknowledgements and events wait for company.
+        urgent, self._hurry = last_row is not None or self._hurry, False
         release = functools.partial(self._release, last_row, events)
-        self._sync.committed([release, *callbacks], wrote=wrote)
+        self._sync.committed([release, *callbacks], wrote=wrote, urgent=urgent)
 
     def _lost(self, exc: sqlite3.Error) -> NoReturn:
         """The open transaction could not be kept (a full disk, an I/O error): every write since
@@ -189,6 +192,7 @@ class Journal(JournalUpkeep):
             self._db.execute("ROLLBACK")
         self._in_tx = self._rows_added = False
         self._after, self._committed, self._events, self._tapped = [], [], [], []
+        self._hurry = False
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         self._failed(JournalFailed(f"the journal {self.path} could not be written: {exc}"))
 
@@ -229,15 +233,17 @@ class Journal(JournalUpkeep):
         """Writes are not durable yet (uncommitted, or their fsync is under way)."""
         return self._in_tx or self._sync.busy
 
-    def after_commit(self, callback: Callable[[], None], *, durable: bool = True) -> None:
+    def after_commit(self, callback: Callable[[], None], *, durable: bool = True, ack: bool = False) -> None:
         """Run `callback` once everything written so far is durable (soon: someone waits).
         `durable=False`: once it is committed, without waiting for the disk (work that
-        publishes nothing by itself, such as running a queued job)."""
+        publishes nothing by itself, such as running a queued job). `ack`: it acknowledges an
+        input, which its source holds until then: the fsync may wait for company (wal_sync.py)."""
         if self._in_tx:
             (self._after if durable else self._committed).append(callback)
+            self._hurry = self._hurry or (durable and not ack)
             self.commit_soon()
-        elif durable:
-            self._sync.committed([callback], wrote=False)  # at once, unless a commit is syncing
+        elif durable:  # at once, unless a commit is syncing
+            self._sync.committed([callback], wrote=False, urgent=not ack)
         else:
             callback()
 

@@ -8,6 +8,12 @@ its own, and only after that fsync returns does anything that waited for the com
 next one: one fsync for a whole group, however many commits it took. A killed process loses
 nothing either way: committed pages are in the operating system's hands.
 
+Only a commit somebody is waiting on starts an fsync at once (`urgent`: its results are to be
+published). One that only acknowledges inputs, or that nobody waits for (a job marked running,
+sent rows deleted), waits up to `lazy_delay` for the next urgent commit to share its fsync:
+a job's intake and its result then take one fsync, not two. The source holds an input until it
+is acknowledged and sends it again if it was not, so the wait costs nothing but the delay.
+
 On macOS fsync hands the data to the drive and no further: the drive may keep it in its cache,
 and reorder it, past a power cut. There the sync is `F_FULLFSYNC`, which asks the drive to
 write its cache out (plain fsync where a file system does not support it); the journal asks
@@ -70,9 +76,11 @@ class WalSync:
         enabled: bool,
         on_durable: Callable[[], object],
         on_failure: Callable[[JournalFailed], object],
+        lazy_delay: float = 0.05,
     ) -> None:
         self._wal = wal
         self.enabled = enabled
+        self.lazy_delay = lazy_delay
         self._on_durable = on_durable  # after every batch (the outbox sends what became durable)
         self._on_failure = on_failure  # an fsync failed: the journal's owner is told
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,9 +90,12 @@ class WalSync:
         self._fd: int | None = None
         self._pending: Batch = []  # waits for the next fsync
         self._dirty = False  # something was committed since the last fsync began
+        self._urgent = False  # ... and something waiting for it wants it soon
+        self._later: asyncio.TimerHandle | None = None  # the fsync nobody hurries
         self._flight: Batch | None = None  # waits for the fsync under way
         self._held: asyncio.TimerHandle | None = None  # the WAL file could not be opened: retry
         self.failed: JournalFailed | None = None  # an fsync failed: nothing is released any more
+        self.fsyncs = 0  # made so far
 
     def use_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """fsync in a thread and call back on `loop` (None: fsync inline, as the CLI does)."""
@@ -98,20 +109,38 @@ class WalSync:
         """Some callbacks still wait for an fsync."""
         return self._flight is not None or bool(self._pending)
 
-    def committed(self, callbacks: Batch, *, wrote: bool) -> None:
-        """A commit happened (`wrote`: it wrote something); run `callbacks` once it is durable."""
+    def committed(self, callbacks: Batch, *, wrote: bool, urgent: bool = True) -> None:
+        """A commit happened (`wrote`: it wrote something); run `callbacks` once it is durable
+        (`urgent`: soon; otherwise within `lazy_delay`, with the next urgent commit if one comes)."""
         if self.failed is not None:
             return  # they wait for what may never reach the disk: they never run
         self._pending += callbacks
         self._dirty = self._dirty or (wrote and self.enabled)
+        self._urgent = self._urgent or urgent
         if self._flight is not None or self._held is not None:
             return  # the next fsync starts when this one is done
+        self._next()
+
+    def _next(self) -> None:
+        """Nothing is syncing: sync what waits, now or (nobody hurrying it) a little later."""
         if not self._dirty or self._loop is None:
             self._sync_now()
-        else:
+        elif self._urgent:
             self._start()
+        elif self._later is None:
+            self._later = self._loop.call_later(self.lazy_delay, self._start_late)
+
+    def _start_late(self) -> None:
+        self._later = None
+        if self._flight is None and self._held is None:
+            self._urgent = True  # waited long enough
+            self._next()
 
     def _sync_now(self) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._urgent = False
         if self._dirty:
             self._dirty = False
             self._open_wal()
@@ -121,13 +150,16 @@ class WalSync:
 
     def _start(self) -> None:
         assert self._loop is not None
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         try:
             self._open_wal()  # the thread is idle: the descriptor is the loop's to change
         except OSError as exc:  # nothing was synced or released: hold it and try again
             log.error("cannot open the journal's WAL file %s to sync it: %s; retrying", self._wal, exc)
             self._held = self._loop.call_later(RETRY_S, self._retry)
             return
-        self._flight, self._pending, self._dirty = self._pending, [], False
+        self._flight, self._pending, self._dirty, self._urgent = self._pending, [], False, False
         self._requests.put(self._loop)
 
     def _serve(self) -> None:
@@ -155,10 +187,7 @@ class WalSync:
             return
         self._run(batch)
         if self._pending and self._flight is None:
-            if self._dirty:
-                self._start()
-            else:
-                self._sync_now()
+            self._next()
 
     def _retry(self) -> None:
         self._held = None
@@ -187,6 +216,7 @@ class WalSync:
     def _fsync(self) -> None:
         if self.enabled and self._fd is not None:
             sync_file(self._fd)
+            self.fsyncs += 1
 
     def close(self) -> None:
         """Sync what is left and run what waited for it, here and now."""
@@ -194,9 +224,10 @@ class WalSync:
             self._requests.put(None)  # after the fsync under way, if one is
             self._thread.join()
             self._thread = None
-        if self._held is not None:
-            self._held.cancel()
-            self._held = None
+        for timer in (self._held, self._later):
+            if timer is not None:
+                timer.cancel()
+        self._held = self._later = None
         batch, self._flight = self._flight or [], None
         self._pending[:0] = batch
         self._dirty = self._dirty or bool(batch)

@@ -5,6 +5,7 @@ of the test's own acknowledges at once), as in the daemon: group commits on a ru
 """
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections import Counter
@@ -90,11 +91,15 @@ async def _run_jobs(
     runner = Runner(journal, build_pool(settings), outbox, queue, rules, topics, settings)
     statements: list[str] = []
     journal._db.set_trace_callback(statements.append)
+    fsyncs = journal._sync.fsyncs
     for i in range(jobs):
         payload = json.dumps({"id": f"n{i}", "text": f"buy milk {i}"}).encode()
-        intake.submit(Submission(rule="note", source="mqtt:notes/in", payload=payload))
+        ack = functools.partial(broker.topics.update, ["input acknowledged"])
+        intake.submit(Submission(rule="note", source="mqtt:notes/in", payload=payload), on_durable=ack)
         await runner.run(await queue.get())
         await _until(lambda done=i + 1: broker.topics["result"] == done)
+        await _until(lambda done=i + 1: broker.topics["input acknowledged"] == done)
+    broker.topics["fsyncs"] = journal._sync.fsyncs - fsyncs
     await asyncio.sleep(DELETE_EVERY * 3)  # the last deletes
     journal.commit()
     await _until(lambda: journal.outbox_size() == 0)
@@ -127,6 +132,14 @@ def test_a_job_costs_few_statements_and_writes(tmp_path: Path, standin: OllamaSt
     assert not any(s.startswith("SELECT id, rule, source") for s in statements), report  # Journal.get
     assert kinds["INSERT outbox"] == JOBS, report  # result and state rows in one statement
     assert kinds["DELETE outbox"] < JOBS / 2, report  # delivered rows deleted together
+
+
+def test_a_job_takes_one_fsync_for_its_input_and_its_result(tmp_path: Path, standin: OllamaStandin) -> None:
+    """The input's acknowledgement waits for the result's fsync instead of starting its own (it
+    would be two per job: the source holds the input until it is acknowledged, nobody hurries)."""
+    _, broker = asyncio.run(_run_jobs(tmp_path, standin, JOBS))
+    assert broker.topics["input acknowledged"] == JOBS
+    assert broker.topics["fsyncs"] <= JOBS + 2, broker.topics  # the last deletes may take one
 
 
 def test_inputs_with_an_id_are_not_hashed_and_cost_no_payload_index_entry(

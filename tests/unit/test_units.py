@@ -446,6 +446,34 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
     asyncio.run(scenario())
 
 
+def test_a_commit_nobody_hurries_waits_for_the_next_urgent_one_or_lazy_delay(tmp_path: Path) -> None:
+    """Acknowledgements alone do not start an fsync: the result that follows shares it (one
+    fsync for a job's intake and its result, not two); alone, they are synced all the same."""
+
+    async def scenario() -> None:
+        (tmp_path / "j-wal").write_bytes(b"frames")
+        sync = WalSync(tmp_path / "j-wal", enabled=True, on_durable=lambda: None, on_failure=_no_failure)
+        sync.lazy_delay = 0.3
+        sync.use_loop(asyncio.get_running_loop())
+        ran: list[str] = []
+        sync.committed([lambda: ran.append("ack")], wrote=True, urgent=False)
+        await asyncio.sleep(0.05)
+        assert (ran, sync.fsyncs) == ([], 0)  # waiting for company
+        sync.committed([lambda: ran.append("result")], wrote=True)
+        await _until(lambda: len(ran) == 2)
+        assert (ran, sync.fsyncs) == (["ack", "result"], 1)
+        started = asyncio.get_running_loop().time()
+        sync.committed([lambda: ran.append("alone")], wrote=True, urgent=False)
+        await _until(lambda: len(ran) == 3)
+        assert asyncio.get_running_loop().time() - started >= 0.25  # no sooner than lazy_delay
+        assert sync.fsyncs == 2
+        sync.committed([lambda: ran.append("late")], wrote=True, urgent=False)
+        sync.close()  # what waits lazily is synced at close, not dropped
+        assert (ran[-1], sync.fsyncs) == ("late", 3)
+
+    asyncio.run(scenario())
+
+
 class _FailingSync(WalSync):
     """A WalSync whose first `failures` fsyncs fail with `error` (a broken disk, or a bug)."""
 
