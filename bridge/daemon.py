@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-
 from bridge import __version__
 from bridge.config.redact import effective_config, redact_url
 from bridge.config.rules import RuleBase
@@ -27,6 +25,7 @@ from bridge.pipeline.mqtt import Inbound, MqttLink
 from bridge.pipeline.ollama_backend import OllamaBackend
 from bridge.pipeline.outbox import Outbox, Sink
 from bridge.pipeline.queue import JobQueue, JobTraits, QueueClosed
+from bridge.pipeline.routes import Routes
 from bridge.pipeline.runner import RuleStats, Runner
 from bridge.pipeline.topics import Topics
 
@@ -52,7 +51,7 @@ class Bridge:
         self._clock = clock
         self._stop = asyncio.Event()
         self._accepting = False
-        self._routes: list[tuple[str, Callable[[Inbound], None]]] = []
+        self._routes = Routes(self.topics, self.rules)
         self._last_stats = b""
         self.extensions: list[Extension] = []
         self.config_path = config.path
@@ -251,11 +250,12 @@ class Bridge:
         """Subscribe and send matching messages to `handler` (on the loop). The message is
         acknowledged when the handler returns; a handler that needs durability first
         journals what it must and registers nothing else."""
-        self._routes.append((topic_filter, handler))
+        self._routes.add(topic_filter, handler)
         self.link.subscribe(topic_filter, qos)
 
     def replace_rule(self, rule: RuleBase) -> None:
         self.rules[rule.name] = rule
+        self._routes.changed()
         self.runner.replace_rule(rule)
 
     def set_restart_required(self, paths: list[str]) -> None:
@@ -330,23 +330,14 @@ class Bridge:
                 "topic": message.response_topic,
                 "correlation_data": message.correlation_data.hex() if message.correlation_data else None,
             }
-        for topic_filter, handler in self._routes:
-            if paho.topic_matches_sub(topic_filter, message.topic):
-                try:
-                    handler(message)
-                except Exception:
-                    log.exception("handling a message on %s failed", message.topic)
-                self.journal.after_commit(lambda: self.link.ack(message), ack=True)
-                return
-        run_rule = self.topics.rule_of_run_topic(message.topic)
-        if run_rule is not None:
-            targets = [(run_rule, True)]
-        else:
-            targets = [
-                (rule.name, False)
-                for rule in self.rules.values()
-                if any(paho.topic_matches_sub(spec.mqtt, message.topic) for spec in rule.inputs)
-            ]
+        handler, targets = self._routes.of(message.topic)
+        if handler is not None:
+            try:
+                handler(message)
+            except Exception:
+                log.exception("handling a message on %s failed", message.topic)
+            self.journal.after_commit(lambda: self.link.ack(message), ack=True)
+            return
         if not targets:
             self.link.ack(message)
             return
