@@ -96,6 +96,7 @@ class Journal(JournalUpkeep):
         self._in_tx = False
         self._after: list[Callable[[], None]] = []
         self._hurry = False  # something in `_after` wants its fsync soon (not only acks)
+        self._acks = 0  # acknowledgements in `_after`
         self._committed: list[Callable[[], None]] = []  # wait for the commit, not the disk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lazy_delay = 0.05
@@ -181,9 +182,9 @@ class Journal(JournalUpkeep):
         events, self._events = self._events, []
         callbacks, self._after = self._after, []
         # Rows to publish hurry the fsync; acknowledgements and events wait for company.
-        urgent, self._hurry = last_row is not None or self._hurry, False
+        urgent, acks, self._hurry, self._acks = last_row is not None or self._hurry, self._acks, False, 0
         release = functools.partial(self._release, last_row, events)
-        self._sync.committed([release, *callbacks], wrote=wrote, urgent=urgent)
+        self._sync.committed([release, *callbacks], wrote=wrote, urgent=urgent, acks=acks)
 
     def _lost(self, exc: sqlite3.Error) -> NoReturn:
         """The open transaction could not be kept (a full disk, an I/O error): every write since
@@ -192,7 +193,7 @@ class Journal(JournalUpkeep):
             self._db.execute("ROLLBACK")
         self._in_tx = self._rows_added = False
         self._after, self._committed, self._events, self._tapped = [], [], [], []
-        self._hurry = False
+        self._hurry, self._acks = False, 0
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         self._failed(JournalFailed(f"the journal {self.path} could not be written: {exc}"))
 
@@ -240,10 +241,12 @@ class Journal(JournalUpkeep):
         input, which its source holds until then: the fsync may wait for company (wal_sync.py)."""
         if self._in_tx:
             (self._after if durable else self._committed).append(callback)
-            self._hurry = self._hurry or (durable and not ack)
+            if durable:
+                self._hurry = self._hurry or not ack
+                self._acks += ack
             self.commit_soon()
         elif durable:  # at once, unless a commit is syncing
-            self._sync.committed([callback], wrote=False, urgent=not ack)
+            self._sync.committed([callback], wrote=False, urgent=not ack, acks=int(ack))
         else:
             callback()
 

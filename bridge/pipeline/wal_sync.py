@@ -12,7 +12,10 @@ Only a commit somebody is waiting on starts an fsync at once (`urgent`: its resu
 published). One that only acknowledges inputs, or that nobody waits for (a job marked running,
 sent rows deleted), waits up to `lazy_delay` for the next urgent commit to share its fsync:
 a job's intake and its result then take one fsync, not two. The source holds an input until it
-is acknowledged and sends it again if it was not, so the wait costs nothing but the delay.
+is acknowledged and sends it again if it was not, so the wait costs nothing but the delay;
+once `ACKS_SOON` acknowledgements wait, though, the fsync starts at once: a broker sends only
+so many inputs unacknowledged (Mosquitto: 20 to an MQTT 3.1.1 client), and a flood must not
+wait for the delay, batch after batch, while the broker's queue fills and drops.
 
 On macOS fsync hands the data to the drive and no further: the drive may keep it in its cache,
 and reorder it, past a power cut. There the sync is `F_FULLFSYNC`, which asks the drive to
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 Batch = list[Callable[[], None]]
 RETRY_S = 1.0  # after the WAL file could not be opened (too many open files)
 FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)  # macOS only
+ACKS_SOON = 10  # acknowledgements waiting that start an fsync without waiting for company
 
 
 class JournalFailed(Exception):
@@ -91,6 +95,7 @@ class WalSync:
         self._pending: Batch = []  # waits for the next fsync
         self._dirty = False  # something was committed since the last fsync began
         self._urgent = False  # ... and something waiting for it wants it soon
+        self._acks = 0  # acknowledgements waiting for the next fsync
         self._later: asyncio.TimerHandle | None = None  # the fsync nobody hurries
         self._flight: Batch | None = None  # waits for the fsync under way
         self._held: asyncio.TimerHandle | None = None  # the WAL file could not be opened: retry
@@ -109,14 +114,16 @@ class WalSync:
         """Some callbacks still wait for an fsync."""
         return self._flight is not None or bool(self._pending)
 
-    def committed(self, callbacks: Batch, *, wrote: bool, urgent: bool = True) -> None:
+    def committed(self, callbacks: Batch, *, wrote: bool, urgent: bool = True, acks: int = 0) -> None:
         """A commit happened (`wrote`: it wrote something); run `callbacks` once it is durable
-        (`urgent`: soon; otherwise within `lazy_delay`, with the next urgent commit if one comes)."""
+        (`urgent`: soon; otherwise within `lazy_delay`, with the next urgent commit if one comes,
+        or as soon as `ACKS_SOON` acknowledgements wait: `acks`, those among `callbacks`)."""
         if self.failed is not None:
             return  # they wait for what may never reach the disk: they never run
         self._pending += callbacks
         self._dirty = self._dirty or (wrote and self.enabled)
-        self._urgent = self._urgent or urgent
+        self._acks += acks
+        self._urgent = self._urgent or urgent or self._acks >= ACKS_SOON
         if self._flight is not None or self._held is not None:
             return  # the next fsync starts when this one is done
         self._next()
@@ -140,7 +147,7 @@ class WalSync:
         if self._later is not None:
             self._later.cancel()
             self._later = None
-        self._urgent = False
+        self._urgent, self._acks = False, 0
         if self._dirty:
             self._dirty = False
             self._open_wal()
@@ -159,7 +166,8 @@ class WalSync:
             log.error("cannot open the journal's WAL file %s to sync it: %s; retrying", self._wal, exc)
             self._held = self._loop.call_later(RETRY_S, self._retry)
             return
-        self._flight, self._pending, self._dirty, self._urgent = self._pending, [], False, False
+        self._flight, self._pending, self._dirty = self._pending, [], False
+        self._urgent, self._acks = False, 0
         self._requests.put(self._loop)
 
     def _serve(self) -> None:

@@ -18,7 +18,7 @@ from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.payloads import parse_payload, summarize
 from bridge.pipeline.queue import JobQueue, QueueClosed
 from bridge.pipeline.topics import Topics
-from bridge.pipeline.wal_sync import JournalFailed, WalSync, sync_file
+from bridge.pipeline.wal_sync import ACKS_SOON, JournalFailed, WalSync, sync_file
 from handlers import HANDLERS, PromptInput
 from tests.support.samples import jpeg, png
 
@@ -446,15 +446,21 @@ def test_nothing_waiting_runs_before_the_fsync_and_commits_meanwhile_share_one(t
     asyncio.run(scenario())
 
 
+def _lazy_sync(tmp_path: Path, lazy_delay: float) -> WalSync:
+    """A WalSync on the running loop, for a WAL file with frames in it."""
+    wal = tmp_path / "j-wal"
+    wal.write_bytes(b"frames")
+    sync = WalSync(wal, enabled=True, on_durable=lambda: None, on_failure=_no_failure, lazy_delay=lazy_delay)
+    sync.use_loop(asyncio.get_running_loop())
+    return sync
+
+
 def test_a_commit_nobody_hurries_waits_for_the_next_urgent_one_or_lazy_delay(tmp_path: Path) -> None:
     """Acknowledgements alone do not start an fsync: the result that follows shares it (one
     fsync for a job's intake and its result, not two); alone, they are synced all the same."""
 
     async def scenario() -> None:
-        (tmp_path / "j-wal").write_bytes(b"frames")
-        sync = WalSync(tmp_path / "j-wal", enabled=True, on_durable=lambda: None, on_failure=_no_failure)
-        sync.lazy_delay = 0.3
-        sync.use_loop(asyncio.get_running_loop())
+        sync = _lazy_sync(tmp_path, lazy_delay=0.3)
         ran: list[str] = []
         sync.committed([lambda: ran.append("ack")], wrote=True, urgent=False)
         await asyncio.sleep(0.05)
@@ -470,6 +476,25 @@ def test_a_commit_nobody_hurries_waits_for_the_next_urgent_one_or_lazy_delay(tmp
         sync.committed([lambda: ran.append("late")], wrote=True, urgent=False)
         sync.close()  # what waits lazily is synced at close, not dropped
         assert (ran[-1], sync.fsyncs) == ("late", 3)
+
+    asyncio.run(scenario())
+
+
+def test_enough_acknowledgements_waiting_start_the_fsync_at_once(tmp_path: Path) -> None:
+    """A flood's acknowledgements do not wait out the delay: the broker sends only so many
+    inputs unacknowledged, and would hold the rest back (or drop them) meanwhile."""
+
+    async def scenario() -> None:
+        sync = _lazy_sync(tmp_path, lazy_delay=5.0)
+        acked: list[int] = []
+        for i in range(ACKS_SOON - 1):  # commits of a few acknowledgements each: they wait
+            sync.committed([lambda i=i: acked.append(i)], wrote=True, urgent=False, acks=1)
+        await asyncio.sleep(0.05)
+        assert (acked, sync.fsyncs) == ([], 0)
+        sync.committed([lambda: acked.append(ACKS_SOON - 1)], wrote=True, urgent=False, acks=1)
+        await _until(lambda: len(acked) == ACKS_SOON)
+        assert sync.fsyncs == 1
+        sync.close()
 
     asyncio.run(scenario())
 
