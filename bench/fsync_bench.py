@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ PAGE = 4096
 PAGES_PER_COMMIT = 10  # frames per commit, `python -m bench wal_pages`
 
 
-def _timed(fd: int, sync: Any, offset: int) -> float:
+def _timed(fd: int, sync: Callable[[int], None], offset: int) -> float:
     os.pwrite(fd, os.urandom(PAGE * PAGES_PER_COMMIT), offset)
     started = time.perf_counter()
     sync(fd)

@@ -143,31 +143,32 @@ class WalSync:
             self._urgent = True  # waited long enough
             self._next()
 
-    def _sync_now(self) -> None:
+    def _take(self) -> Batch:
+        """What waits, for the fsync made now: nothing is left waiting for a later one."""
         if self._later is not None:
             self._later.cancel()
             self._later = None
-        self._urgent, self._acks = False, 0
+        batch, self._pending = self._pending, []
+        self._dirty = self._urgent = False
+        self._acks = 0
+        return batch
+
+    def _sync_now(self) -> None:
         if self._dirty:
             self._dirty = False
             self._open_wal()
             self._fsync()
-        batch, self._pending = self._pending, []
-        self._run(batch)
+        self._run(self._take())
 
     def _start(self) -> None:
         assert self._loop is not None
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         try:
             self._open_wal()  # the thread is idle: the descriptor is the loop's to change
         except OSError as exc:  # nothing was synced or released: hold it and try again
             log.error("cannot open the journal's WAL file %s to sync it: %s; retrying", self._wal, exc)
             self._held = self._loop.call_later(RETRY_S, self._retry)
             return
-        self._flight, self._pending, self._dirty = self._pending, [], False
-        self._urgent, self._acks = False, 0
+        self._flight = self._take()
         self._requests.put(self._loop)
 
     def _serve(self) -> None:
