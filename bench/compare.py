@@ -1,8 +1,9 @@
-"""llm2mqtt next to the ten-line baseline (bench/naive.py) and the same job as a Node-RED flow
-(bench/nodered.py), measured the same way in the same run.
+"""llm2mqtt next to the ten-line baseline (bench/naive.py), the same job as a Node-RED flow
+(bench/nodered.py) and the floor (bench/floor.py: llm2mqtt's journal writes, fsync and
+messages per job, with nothing else), measured the same way in the same run.
 
 Each repetition starts a fresh broker (Mosquitto with a default configuration, or a tuned one),
-a fresh instant-answering Ollama stand-in and one of the three bridges, then measures:
+a fresh instant-answering Ollama stand-in and one of the four bridges, then measures:
 
 - the broker's own round trip at 50 messages/s, and each bridge's job round trip at 50 jobs/s
   (added latency = job round trip - broker round trip, p50 and p99);
@@ -12,7 +13,8 @@ a fresh instant-answering Ollama stand-in and one of the three bridges, then mea
 - saturation: jobs/s against a stand-in that takes 200 ms per answer and runs 2 at a time;
 - losses: the job ids that got no result, over all of the above.
 
-Systems are rotated per repetition (naive, Node-RED, llm2mqtt; Node-RED, llm2mqtt, naive; ...),
+Systems are rotated per repetition (naive, Node-RED, floor, llm2mqtt; Node-RED, floor, llm2mqtt,
+naive; ...),
 so a change in the machine's load hits all alike; the load average is printed beside each run.
 Without Node.js and npm (or the npm registry), Node-RED's column says why it was not measured.
 """
@@ -39,8 +41,8 @@ from bench.spine import job_round_trips, plain_round_trips
 from tests.support.mqtt_helpers import ROOT, Mosquitto
 from tests.support.ollama_standin import OllamaStandin
 
-System = Literal["naive", "nodered", "llm2mqtt"]
-SYSTEMS: tuple[System, ...] = ("naive", "nodered", "llm2mqtt")
+System = Literal["naive", "nodered", "floor", "llm2mqtt"]
+SYSTEMS: tuple[System, ...] = ("naive", "nodered", "floor", "llm2mqtt")
 RESULT = "llm2mqtt/bench_text/result"
 BrokerKind = Literal["default", "tuned", "nodelay", "inflight_0", "queued_0"]
 BASE = "llm2mqtt/"
@@ -127,6 +129,9 @@ def _python_bridge(
     """The naive script or the daemon (traced), running; stopped with SIGTERM after."""
     if system == "naive":
         command = [sys.executable, "-m", "bench.naive", str(broker.port), standin.url]
+    elif system == "floor":
+        journal = str(folder / "floor.sqlite3")
+        command = [sys.executable, "-m", "bench.floor", str(broker.port), standin.url, journal]
     else:
         config = _config(folder, broker, standin, parallel, mqtt)
         command = [sys.executable, "-m", "bench.traced", "run", "-c", str(config)]
@@ -353,7 +358,7 @@ def measurable(table: dict[str, Any]) -> list[System]:
 def compare(
     *, reps: int = 3, kind: BrokerKind = "default", jobs: int = 2000, paced: int = 500, sat_jobs: int = 100
 ) -> dict[str, Any]:
-    """Repetitions of the three systems, rotated; per figure the median and the min of each."""
+    """Repetitions of the systems, rotated; per figure the median and the min of each."""
     table: dict[str, Any] = {"broker": kind, "reps": reps, "burst_jobs": jobs}
     systems = measurable(table)
     runs: list[Run] = []
@@ -396,12 +401,13 @@ _ROWS = {
     "fsyncs_per_job": "fsyncs per job, 200-job burst",
     "lost": "jobs lost (all repetitions)",
 }
-_NAMES = {"naive": "naive script", "nodered": "Node-RED", "llm2mqtt": "llm2mqtt"}
+_NAMES = {"naive": "naive script", "nodered": "Node-RED", "floor": "floor", "llm2mqtt": "llm2mqtt"}
 
 
 def _markdown(table: dict[str, Any]) -> str:
     """The figures as a Markdown table: median (min) per system, a column each."""
-    lines = [f"| {table['broker']} broker | " + " | ".join(_NAMES.values()) + " |", "|---" * 4 + "|"]
+    header = f"| {table['broker']} broker | " + " | ".join(_NAMES.values()) + " |"
+    lines = [header, "|---" * (len(SYSTEMS) + 1) + "|"]
     for name, label in _ROWS.items():
         cells = []
         for system in SYSTEMS:

@@ -48,9 +48,10 @@ def test_a_system_not_measured_keeps_its_column_with_the_reason() -> None:
         table[f"{system}.lost"] = 0
     lines = _markdown(table).splitlines()
     why = "not measured (node is not on PATH)"
-    assert lines[0] == "| default broker | naive script | Node-RED | llm2mqtt |"
-    assert lines[2] == f"| bridge CPU per job (ms) | 0.5 (0.5) | {why} | 1.55 (1.55) |"
-    assert f"| jobs lost (all repetitions) | 0 | {why} | 0 |" in lines
+    assert lines[0] == "| default broker | naive script | Node-RED | floor | llm2mqtt |"
+    assert lines[1] == "|---|---|---|---|---|"
+    assert lines[2] == f"| bridge CPU per job (ms) | 0.5 (0.5) | {why} | – | 1.55 (1.55) |"
+    assert f"| jobs lost (all repetitions) | 0 | {why} | – | 0 |" in lines
     assert lines[-1] == "llm2mqtt CPU per job over: naive 3.1"
 
 
