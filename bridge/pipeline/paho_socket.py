@@ -195,10 +195,14 @@ class LoopSocket:
         client = self.client
         on_publish = client.on_publish
         client.on_publish = None
+        sock = self._sock
+        corked = cork(sock, True)  # the packets of this turn leave as one stream of segments
         try:
             client.loop_write()
         finally:
             client.on_publish = on_publish
+            if corked:
+                cork(sock, False)
         self.written()
 
     def _remove_writer(self, sock: Any = None) -> None:
@@ -293,6 +297,23 @@ def no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
 
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only
+
+
+def cork(sock: Any, on: bool) -> bool:
+    """Hold (`on`) or release what is written to `sock` as one stream of full segments.
+
+    paho sends each packet with a `send` of its own, and with TCP_NODELAY each becomes a TCP
+    segment at once: a job's PUBACK, result, state and events were six segments, each taken
+    through the kernel's network path and woken up for by the broker. Corked for the length of
+    one `loop_write`, they leave together when it is released. True if it was done."""
+    if _CORK is None or not isinstance(sock, socket.socket):  # elsewhere, or a websocket wrapper
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _CORK, int(on))
+    except OSError:
+        return False
+    return True
 
 
 def quick_ack(client: paho.Client) -> None:

@@ -3,6 +3,7 @@ thread of paho's, callbacks on the loop thread, reconnects of its own, the recei
 the socket's reader, TLS."""
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ import pytest
 
 from bridge.config.settings import MqttSettings
 from bridge.pipeline.mqtt import Inbound, MqttLink
+from bridge.pipeline.paho_socket import cork
 from bridge.pipeline.topics import Topics
 from tests.e2e.test_mqtt_security import secure_broker
 from tests.support.mqtt_helpers import Collector, Mosquitto
@@ -264,5 +266,52 @@ def test_qos_0_messages_are_reported_once_written_without_paho_building_a_puback
         receiver.wait_for(f"{topic}/event", where=lambda m: m.payload == b"done")
         assert [m.payload for m in receiver.on(f"{topic}/event")] == [b"queued", b"started", b"done"]
         assert [m.payload for m in receiver.on(f"{topic}/result")] == [b"answer"]
+    finally:
+        receiver.close()
+
+
+needs_cork = pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+
+
+@needs_cork
+def test_a_corked_socket_holds_small_writes_until_released() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with sender, peer:
+            sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer.settimeout(0.05)
+            assert cork(sender, True)
+            sender.send(b"puback ")
+            sender.send(b"result")
+            with pytest.raises(TimeoutError):  # held: neither write has left
+                peer.recv(100)
+            assert cork(sender, False)
+            peer.settimeout(5)
+            received = b""
+            while len(received) < 13:
+                received += peer.recv(100)
+            assert received == b"puback result"
+    assert not cork(None, True)  # no socket (closed meanwhile, or a websocket): nothing done
+
+
+@needs_cork
+def test_the_link_leaves_its_socket_uncorked_after_each_write(broker: Mosquitto) -> None:
+    topic = f"test/{uuid.uuid4().hex[:8]}"
+    receiver = Collector(broker.port, [f"{topic}/#"])
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        harness = Harness(_settings(broker.url), loop)
+        await harness.link.start()
+        mids = [harness.link.publish(f"{topic}/{i}", b"x", qos=i % 2) for i in range(6)]
+        await _until(lambda: set(mids) <= set(harness.published), 5, "every message reported")
+        sock = harness.link.client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        await harness.link.stop()
+
+    try:
+        _run(scenario)
+        receiver.wait_for(f"{topic}/#", 6)
     finally:
         receiver.close()
