@@ -74,7 +74,6 @@ class Intake:
         self.counts = {"queued": 0, "rejected": 0, "duplicate": 0}
         self.duplicates: Counter[str] = Counter()  # per rule, for /metrics
         self.rejected: Counter[str] = Counter()  # per rule ("unknown" for a rule that does not exist)
-        self._unpushed = 0  # accepted jobs whose commit (and push onto the queue) is pending
         self._shrunk_at = -SHRINK_EVERY
         # Jobs that duplicate requesters wait for (job id -> their replies); kept in the journal.
         self._waiting = journal.waiters()
@@ -140,7 +139,7 @@ class Intake:
     def _check_room(self) -> None:
         """Refuse new work past limits.max_queued waiting jobs, journal.max_size bytes, or below
         journal.min_free bytes free on the journal's disk."""
-        waiting, limit = len(self._queue) + self._unpushed, self._settings.limits.max_queued
+        waiting, limit = len(self._queue), self._settings.limits.max_queued
         if waiting >= limit:
             raise InputError(
                 f"{waiting:,} jobs are waiting, the limit (limits.max_queued) is {limit:,}; input refused"
@@ -221,16 +220,11 @@ class Intake:
             dedupe_key=parsed.id,
         )
         self._journal.add_job(job, payload_hash=digest)
-        self._outbox.add([event(self._topics, "job_queued", job_id, rule.name, now, source=sub.source)])
-        self._unpushed += 1
-
-        def push() -> None:
-            self._unpushed -= 1
-            self._queue.push(job_id, priority=priority, created=now)
-
-        # The job may run while its commit reaches the disk: what it publishes waits for a
-        # later commit, whose fsync covers this one.
-        self._journal.after_commit(push, durable=False)
+        queued = event(self._topics, "job_queued", job_id, rule.name, now, source=sub.source)
+        self._outbox.add([queued], urgent=False)  # telemetry: it goes with the next commit
+        # The job may run before its row is committed (the journal's connection sees it): what
+        # it publishes and the input's acknowledgement wait for a commit that holds both.
+        self._queue.push(job_id, priority=priority, created=now)
         self.counts["queued"] += 1
         return job_id
 

@@ -1,10 +1,12 @@
 """The durable journal: jobs, their images (stored once by content hash) and the outbox.
 
-SQLite in WAL mode. Writes made while the event loop runs go into one open transaction that
-is committed once per loop iteration (group commit); whatever must wait for durability (an
-MQTT ack, publishing from the outbox) is registered with `after_commit` and runs once the
-commit is on disk, which is waited for in a thread (wal_sync.py). Without a loop (the CLI,
-tests) every write commits at once.
+SQLite in WAL mode. Writes made while the event loop runs go into one open transaction
+(group commit): committed at the end of the loop iteration when something with outputs to
+publish waits for it, else after the lazy delay or with the next such commit (acknowledgements
+of inputs alone wait for company too, up to `ACKS_SOON` of them). Whatever must wait for
+durability (an MQTT ack, publishing from the outbox) is registered with `after_commit` and
+runs once the commit is on disk, which is waited for in a thread (wal_sync.py). Without a loop
+(the CLI, tests) every write commits at once.
 
 A write SQLite could not keep (a full disk, an I/O error: it rolls the open transaction back)
 loses the whole group: nothing that waited for it runs, and `on_failure` is told (the daemon
@@ -45,20 +47,11 @@ from bridge.pipeline.records import (
     outbox_row,
     with_job,
 )
-from bridge.pipeline.wal_sync import JournalFailed, WalSync
+from bridge.pipeline.wal_sync import ACKS_SOON, JournalFailed, WalSync
 
 # The records are imported from here by most of the pipeline.
-__all__ = [
-    "FINAL_STATES",
-    "JOB_COLUMNS",
-    "Job",
-    "JobState",
-    "Journal",
-    "JournalFailed",
-    "OpenJob",
-    "OutboxMessage",
-    "job_from_row",
-]
+__all__ = ["FINAL_STATES", "JOB_COLUMNS", "Job", "JobState", "Journal", "JournalFailed", "OpenJob"]
+__all__ += ["OutboxMessage", "job_from_row"]
 
 
 class Journal(JournalUpkeep):
@@ -155,7 +148,7 @@ class Journal(JournalUpkeep):
         if self._loop is None:
             self.commit()
         elif self._lazy is None and self._soon is None:
-            self._lazy = self._loop.call_later(self._lazy_delay, self.commit)
+            self._lazy = self._loop.call_later(self._lazy_delay, self._commit_late)
 
     def commit(self) -> None:
         """Commit every write so far; what waited for it runs once it is durable."""
@@ -185,6 +178,12 @@ class Journal(JournalUpkeep):
         urgent, acks, self._hurry, self._acks = last_row is not None or self._hurry, self._acks, False, 0
         release = functools.partial(self._release, last_row, events)
         self._sync.committed([release, *callbacks], wrote=wrote, urgent=urgent, acks=acks)
+
+    def _commit_late(self) -> None:
+        """The lazy delay is over: acknowledgements that waited it out wait no longer for the disk."""
+        self._lazy = None
+        self._hurry = self._hurry or self._acks > 0
+        self.commit()
 
     def _lost(self, exc: sqlite3.Error) -> NoReturn:
         """The open transaction could not be kept (a full disk, an I/O error): every write since
@@ -237,14 +236,18 @@ class Journal(JournalUpkeep):
     def after_commit(self, callback: Callable[[], None], *, durable: bool = True, ack: bool = False) -> None:
         """Run `callback` once everything written so far is durable (soon: someone waits).
         `durable=False`: once it is committed, without waiting for the disk (work that
-        publishes nothing by itself, such as running a queued job). `ack`: it acknowledges an
-        input, which its source holds until then: the fsync may wait for company (wal_sync.py)."""
+        publishes nothing by itself). `ack`: it acknowledges an input, which its source holds
+        until then: the commit and its fsync may wait for company (up to the lazy delay, or
+        until `ACKS_SOON` acknowledgements wait; wal_sync.py)."""
         if self._in_tx:
             (self._after if durable else self._committed).append(callback)
             if durable:
                 self._hurry = self._hurry or not ack
                 self._acks += ack
-            self.commit_soon()
+            # Acknowledgements alone wait for company here too: the commit that has results to
+            # publish, or the lazy delay (unless enough of them wait, as for the fsync).
+            if self._hurry or not durable or self._acks >= ACKS_SOON:
+                self.commit_soon()
         elif durable:  # at once, unless a commit is syncing
             self._sync.committed([callback], wrote=False, urgent=not ack, acks=int(ack))
         else:
