@@ -67,7 +67,7 @@ class Handler(Generic[R]):
         system = render(self.rule.system, variables) if self.rule.system else self.instruction
         system += (
             "\nReply with one JSON object that matches this JSON Schema, and nothing else:\n"
-            + json.dumps(self.schema(), ensure_ascii=False)
+            + self._schema_text
         )
         prompt = render(self.rule.prompt, variables)
         if job.text:
@@ -116,6 +116,10 @@ class Handler(Generic[R]):
             where = "/".join(str(p) for p in error.absolute_path) or "the answer"
             raise AnswerError(f"{where}: {error.message}")
         return self.interpret(data)
+
+    @functools.cached_property
+    def _schema_text(self) -> str:
+        return json.dumps(self.schema(), ensure_ascii=False)  # a handler's rule does not change
 
     @functools.cached_property
     def _validator(self) -> jsonschema.protocols.Validator:

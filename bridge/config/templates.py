@@ -19,6 +19,9 @@ def compile_template(source: str) -> Template:
 
 def render(source: str, variables: dict[str, Any]) -> str:
     """Render a template; a variable the input lacks is an InputError naming it."""
+    if "{" not in source and "\r" not in source:
+        # Plain text (most prompts): what Jinja would give, its one trailing newline dropped.
+        return source.removesuffix("\n")
     try:
         return compile_template(source).render(variables)
     except UndefinedError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config.handler_rules import ClassifyRule, DescribeRule, ExtractRule, YesNoRule
+from bridge.config.templates import compile_template, render
 from bridge.errors import AnswerError, InputError
 from bridge.pipeline.journal import Job, Journal, OutboxMessage
 from bridge.pipeline.outbox import Outbox
@@ -115,6 +116,23 @@ def test_prompt_renders_fields_and_fences_input_text() -> None:
     assert messages[1]["images"] == [b"img"]
     with pytest.raises(InputError, match="thing"):
         handler.messages(PromptInput(text="x"))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Which area?",
+        "Which area?\n",
+        "two lines\nand a blank one\n\n",
+        "",
+        "\n",
+        'as JSON: {"a": 1}',
+        "a\r\nb\r\n",
+    ],
+)
+def test_a_prompt_without_jinja_is_rendered_as_jinja_would(source: str) -> None:
+    jinja = compile_template(source).render({"text": "t"})
+    assert render(source, {"text": "t"}) == jinja
 
 
 @pytest.mark.parametrize(
