@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from bridge.pipeline.paho_socket import quick_ack
+
 LABELS = ["shopping", "chores", "security", "other"]
 SCHEMA = {"type": "object", "properties": {"label": {"enum": LABELS}}, "required": ["label"]}
 TOPIC = "llm2mqtt/bench_text/"
@@ -53,14 +55,8 @@ def chat(text: str) -> str:
     return str(answer["label"])
 
 
-def quick_ack(client: mqtt.Client) -> None:
-    """Acknowledge what was read at once: Mosquitto holds its next small packet to us (the next
-    input, a PUBACK) until the last is acknowledged, which Linux would delay up to 40 ms."""
-    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-
-
 def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-    quick_ack(client)
+    quick_ack(client)  # as the daemon does: Mosquitto holds its next small packet until then
     job = json.loads(message.payload)
     db.execute("BEGIN")
     row = db.execute("INSERT INTO jobs (input, state) VALUES (?, 'running')", (message.payload,)).lastrowid

@@ -90,7 +90,6 @@ class Journal(JournalUpkeep):
         self._after: list[Callable[[], None]] = []
         self._hurry = False  # something in `_after` wants its fsync soon (not only acks)
         self._acks = 0  # acknowledgements in `_after`
-        self._committed: list[Callable[[], None]] = []  # wait for the commit, not the disk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lazy_delay = 0.05
         self._soon: asyncio.Handle | None = None
@@ -165,9 +164,6 @@ class Journal(JournalUpkeep):
             except sqlite3.Error as exc:
                 self._lost(exc)
             self._in_tx = self._rows_added = False
-        committed, self._committed = self._committed, []
-        for callback in committed:
-            callback()
         if self._tapped:
             tapped, self._tapped = self._tapped, []
             for tap in self._taps:
@@ -191,7 +187,7 @@ class Journal(JournalUpkeep):
         if self._db.in_transaction:  # SQLite kept it open: undo it, nothing of it may stay
             self._db.execute("ROLLBACK")
         self._in_tx = self._rows_added = False
-        self._after, self._committed, self._events, self._tapped = [], [], [], []
+        self._after, self._events, self._tapped = [], [], []
         self._hurry, self._acks = False, 0
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         self._failed(JournalFailed(f"the journal {self.path} could not be written: {exc}"))
@@ -233,25 +229,21 @@ class Journal(JournalUpkeep):
         """Writes are not durable yet (uncommitted, or their fsync is under way)."""
         return self._in_tx or self._sync.busy
 
-    def after_commit(self, callback: Callable[[], None], *, durable: bool = True, ack: bool = False) -> None:
+    def after_commit(self, callback: Callable[[], None], *, ack: bool = False) -> None:
         """Run `callback` once everything written so far is durable (soon: someone waits).
-        `durable=False`: once it is committed, without waiting for the disk (work that
-        publishes nothing by itself). `ack`: it acknowledges an input, which its source holds
-        until then: the commit and its fsync may wait for company (up to the lazy delay, or
-        until `ACKS_SOON` acknowledgements wait; wal_sync.py)."""
+        `ack`: it acknowledges an input, which its source holds until then: the commit and its
+        fsync may wait for company (up to the lazy delay, or until `ACKS_SOON` acknowledgements
+        wait; wal_sync.py)."""
         if self._in_tx:
-            (self._after if durable else self._committed).append(callback)
-            if durable:
-                self._hurry = self._hurry or not ack
-                self._acks += ack
+            self._after.append(callback)
+            self._hurry = self._hurry or not ack
+            self._acks += ack
             # Acknowledgements alone wait for company here too: the commit that has results to
             # publish, or the lazy delay (unless enough of them wait, as for the fsync).
-            if self._hurry or not durable or self._acks >= ACKS_SOON:
+            if self._hurry or self._acks >= ACKS_SOON:
                 self.commit_soon()
-        elif durable:  # at once, unless a commit is syncing
+        else:  # at once, unless a commit is syncing
             self._sync.committed([callback], wrote=False, urgent=not ack, acks=int(ack))
-        else:
-            callback()
 
     def commit_soon(self) -> None:
         """Commit at the end of this loop iteration rather than lazily."""
