@@ -3,7 +3,8 @@
 SQLite in WAL mode. Writes made while the event loop runs go into one open transaction
 (group commit): committed at the end of the loop iteration when something with outputs to
 publish waits for it, else after the lazy delay or with the next such commit (acknowledgements
-of inputs alone wait for company too, up to `ACKS_SOON` of them). Whatever must wait for
+of inputs alone wait for company too, up to `ACKS_SOON` of them); while an fsync is under way,
+once it is done. Whatever must wait for
 durability (an MQTT ack, publishing from the outbox) is registered with `after_commit` and
 runs once the commit is on disk, which is waited for in a thread (wal_sync.py). Without a loop
 (the CLI, tests) every write commits at once.
@@ -44,6 +45,7 @@ from bridge.pipeline.records import (
     OutboxMessage,
     dumps_or_none,
     job_from_row,
+    job_row,
     outbox_row,
     with_job,
 )
@@ -94,6 +96,7 @@ class Journal(JournalUpkeep):
         self._lazy_delay = 0.05
         self._soon: asyncio.Handle | None = None
         self._lazy: asyncio.TimerHandle | None = None
+        self._at_sync = False  # commit when the fsync under way is done (`_commit_or_wait`)
         self._listeners: list[Callable[[], None]] = []
         self._taps: list[Callable[[list[OutboxMessage]], None]] = []
         self._tapped: list[OutboxMessage] = []
@@ -108,7 +111,7 @@ class Journal(JournalUpkeep):
         self._sync = WalSync(
             Path(f"{path}-wal"),
             enabled=synchronous == "full",
-            on_durable=lambda: [f() for f in self._listeners],
+            on_durable=self._durable,
             on_failure=self._failed,
         )
 
@@ -146,7 +149,7 @@ class Journal(JournalUpkeep):
             self._db.execute("RELEASE write")
         if self._loop is None:
             self.commit()
-        elif self._lazy is None and self._soon is None:
+        elif self._lazy is None and self._soon is None and not self._at_sync:
             self._lazy = self._loop.call_later(self._lazy_delay, self._commit_late)
 
     def commit(self) -> None:
@@ -155,6 +158,7 @@ class Journal(JournalUpkeep):
             if handle is not None:
                 handle.cancel()
         self._soon = self._lazy = None
+        self._at_sync = False
         wrote, last_row = self._in_tx, None
         if self._in_tx:
             if self._rows_added:
@@ -179,7 +183,26 @@ class Journal(JournalUpkeep):
         """The lazy delay is over: acknowledgements that waited it out wait no longer for the disk."""
         self._lazy = None
         self._hurry = self._hurry or self._acks > 0
-        self.commit()
+        self._commit_or_wait()
+
+    def _commit_soon(self) -> None:
+        self._soon = None
+        self._commit_or_wait()
+
+    def _commit_or_wait(self) -> None:
+        """Commit now, or, while an fsync is under way, once it is done: the next fsync could not
+        start before, and what is written meanwhile joins this commit (in a burst, one COMMIT
+        and one set of pages for the writes of several jobs)."""
+        if self._sync.in_flight:
+            self._at_sync = True
+        else:
+            self.commit()
+
+    def _durable(self) -> None:
+        for listener in self._listeners:
+            listener()
+        if self._at_sync:
+            self.commit()
 
     def _lost(self, exc: sqlite3.Error) -> NoReturn:
         """The open transaction could not be kept (a full disk, an I/O error): every write since
@@ -188,7 +211,7 @@ class Journal(JournalUpkeep):
             self._db.execute("ROLLBACK")
         self._in_tx = self._rows_added = False
         self._after, self._events, self._tapped = [], [], []
-        self._hurry, self._acks = False, 0
+        self._hurry, self._acks, self._at_sync = False, 0, False
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         self._failed(JournalFailed(f"the journal {self.path} could not be written: {exc}"))
 
@@ -247,8 +270,8 @@ class Journal(JournalUpkeep):
 
     def commit_soon(self) -> None:
         """Commit at the end of this loop iteration rather than lazily."""
-        if self._in_tx and self._loop is not None and self._soon is None:
-            self._soon = self._loop.call_soon(self.commit)
+        if self._in_tx and self._loop is not None and self._soon is None and not self._at_sync:
+            self._soon = self._loop.call_soon(self._commit_soon)
 
     def close(self) -> None:
         self.commit()
@@ -261,29 +284,7 @@ class Journal(JournalUpkeep):
         data = json.dumps(job.input, ensure_ascii=False)
         self._grown += len(data)
         with self._write() as db:
-            db.execute(
-                "INSERT INTO jobs (id, rule, source, state, priority, created, started, finished,"
-                " not_before, attempts, dedupe_key, payload_hash, image, input, result, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.rule,
-                    job.source,
-                    job.state,
-                    job.priority,
-                    job.created,
-                    job.started,
-                    job.finished,
-                    job.not_before,
-                    job.attempts,
-                    job.dedupe_key,
-                    payload_hash,
-                    job.image,
-                    data,
-                    dumps_or_none(job.result),
-                    job.error,
-                ),
-            )
+            db.execute(_INSERT_JOB, job_row(job, data, payload_hash))
 
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
@@ -375,6 +376,11 @@ class Journal(JournalUpkeep):
         self._grown += sum(len(m.payload) for m in messages if m.durable)
 
 
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, rule, source, state, priority, created, started, finished, not_before,"
+    " attempts, dedupe_key, payload_hash, image, input, result, error)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_OUTBOX = "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id) VALUES"
 _OUTBOX_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
 _OUTBOX_FIELDS = 8

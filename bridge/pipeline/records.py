@@ -169,6 +169,15 @@ def dumps_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def job_row(job: Job, data: str, payload_hash: str | None) -> tuple[Any, ...]:
+    """The values of a job's row (`data`: its input encoded), in the order of the journal's INSERT."""
+    return (
+        *(job.id, job.rule, job.source, job.state, job.priority, job.created, job.started, job.finished),
+        *(job.not_before, job.attempts, job.dedupe_key, payload_hash, job.image, data),
+        *(dumps_or_none(job.result), job.error),
+    )
+
+
 def outbox_row(m: OutboxMessage, now: float, job_id: str | None) -> tuple[Any, ...]:
     """The values of an outbox row, in the order of the journal's INSERT."""
     return (m.topic, m.payload, m.qos, int(m.retain), dumps_or_none(m.props), now, m.sink, m.job_id or job_id)

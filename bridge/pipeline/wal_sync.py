@@ -5,7 +5,8 @@ for the disk, which takes the disk's time (milliseconds) off the event loop. For
 `synchronous: full` (durable across a power cut) the WAL file is then fsynced in a thread of
 its own, and only after that fsync returns does anything that waited for the commit run
 (acknowledgements, the outbox). Commits made while an fsync is under way are covered by the
-next one: one fsync for a whole group, however many commits it took. A killed process loses
+next one: one fsync for a whole group, however many commits it took (the journal itself holds
+its writes back until then, `in_flight`, and commits them as one). A killed process loses
 nothing either way: committed pages are in the operating system's hands.
 
 Only a commit somebody is waiting on starts an fsync at once (`urgent`: its results are to be
@@ -108,6 +109,11 @@ class WalSync:
         if loop is not None and self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="journal-fsync", daemon=True)
             self._thread.start()
+
+    @property
+    def in_flight(self) -> bool:
+        """An fsync is under way."""
+        return self._flight is not None
 
     @property
     def busy(self) -> bool:

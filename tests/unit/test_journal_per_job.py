@@ -7,7 +7,9 @@ of the test's own acknowledges at once), as in the daemon: group commits on a ru
 import asyncio
 import functools
 import json
+import os
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -210,6 +212,41 @@ def test_delivered_rows_are_deleted_together_and_undelivered_ones_survive(tmp_pa
     reopened = Journal(path)
     assert [(m.topic, m.payload) for m in reopened.pending_messages()] == [("t/kept", b"undelivered")]
     reopened.close()
+
+
+def test_writes_made_while_an_fsync_is_under_way_are_committed_together_once_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next fsync could not start earlier, so their commit waits for it: one COMMIT (and
+    one set of pages) for all of them, and nothing that waits for them runs any later."""
+    disk = threading.Event()  # the fsync under way returns when set
+    real_fsync = os.fsync
+    monkeypatch.setattr("bridge.pipeline.wal_sync.os.fsync", lambda fd: (disk.wait(10), real_fsync(fd)))
+
+    async def scenario() -> tuple[list[str], int, int]:
+        journal = Journal(tmp_path / "journal.sqlite3")
+        journal.group_commits(asyncio.get_running_loop())
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        durable: list[str] = []
+        journal.add_messages([OutboxMessage("t/a", b"a")])
+        journal.after_commit(lambda: durable.append("a"))  # someone waits: committed at once
+        await _until(lambda: journal._sync.in_flight)
+        for name in ("b", "c", "d"):  # each in a loop iteration of its own, all while a syncs
+            journal.add_messages([OutboxMessage(f"t/{name}", name.encode())])
+            journal.after_commit(functools.partial(durable.append, name))
+            await asyncio.sleep(0.01)
+        while_syncing = statements.count("COMMIT")
+        disk.set()
+        await _until(lambda: len(durable) == 4)
+        assert [m.topic for m in journal.pending_messages()] == ["t/a", "t/b", "t/c", "t/d"]
+        journal._db.set_trace_callback(None)
+        journal.close()
+        return durable, while_syncing, statements.count("COMMIT")
+
+    durable, while_syncing, commits = asyncio.run(scenario())
+    assert durable == ["a", "b", "c", "d"]
+    assert (while_syncing, commits) == (1, 2)  # a's, then b, c and d's together
 
 
 def test_the_size_is_read_once_a_second_and_counts_what_was_written_since(tmp_path: Path) -> None:
