@@ -8,7 +8,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+# The journal's fsync thread waits for its next request in `WalSync._serve` itself (a C queue's
+# get, which py-spy does not show as a frame of its own); its fsyncs are frames below it.
 _IDLE = ("select (", "poll (", "epoll", "_wait_for_tstate_lock", "wait (threading", "acquire", "sleep")
+_IDLE += ("WalSync._serve (",)
 
 
 def read(path: Path) -> list[tuple[list[str], int]]:
