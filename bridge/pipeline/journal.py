@@ -4,10 +4,9 @@ SQLite in WAL mode. Writes made while the event loop runs go into one open trans
 (group commit): committed at the end of the loop iteration when something with outputs to
 publish waits for it, else after the lazy delay or with the next such commit (acknowledgements
 of inputs alone wait for company too, up to `ACKS_SOON` of them); while an fsync is under way,
-once it is done. Whatever must wait for
-durability (an MQTT ack, publishing from the outbox) is registered with `after_commit` and
-runs once the commit is on disk, which is waited for in a thread (wal_sync.py). Without a loop
-(the CLI, tests) every write commits at once.
+once it is done. Whatever must wait for durability (an MQTT ack, publishing from the outbox)
+is registered with `after_commit` and runs once the commit is on disk, which is waited for in
+a thread (wal_sync.py). Without a loop (the CLI, tests) every write commits at once.
 
 A write SQLite could not keep (a full disk, an I/O error: it rolls the open transaction back)
 loses the whole group: nothing that waited for it runs, and `on_failure` is told (the daemon
@@ -185,7 +184,7 @@ class Journal(JournalUpkeep):
         self._hurry = self._hurry or self._acks > 0
         self._commit_or_wait()
 
-    def _commit_soon(self) -> None:
+    def _commit_due(self) -> None:
         self._soon = None
         self._commit_or_wait()
 
@@ -271,7 +270,7 @@ class Journal(JournalUpkeep):
     def commit_soon(self) -> None:
         """Commit at the end of this loop iteration rather than lazily."""
         if self._in_tx and self._loop is not None and self._soon is None and not self._at_sync:
-            self._soon = self._loop.call_soon(self._commit_soon)
+            self._soon = self._loop.call_soon(self._commit_due)
 
     def close(self) -> None:
         self.commit()
