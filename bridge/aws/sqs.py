@@ -31,9 +31,10 @@ from bridge.extension import Core, Extension
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.payloads import job_input_from_object
 from bridge.pipeline.replies import sqs_reply_problem
-from bridge.pipeline.results import dumps, event, iso
+from bridge.pipeline.results import event, iso
 
 log = logging.getLogger(__name__)
 

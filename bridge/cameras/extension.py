@@ -32,10 +32,11 @@ from bridge.extension import Core, Extension
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import INTERACTIVE_BOOST, Submission, new_job_id
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.mqtt import Inbound
 from bridge.pipeline.payloads import JobInput
 from bridge.pipeline.queue import JobTraits
-from bridge.pipeline.results import dumps, event, failure_messages
+from bridge.pipeline.results import event, failure_messages
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from bridge.homeassistant.discovery import Node, absent_images, discovery, remov
 from bridge.homeassistant.kinds import has_image
 from bridge.pipeline.images import PreparedImage, prepare_image
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.mqtt import Inbound
-from bridge.pipeline.results import dumps
 from bridge.pipeline.runner import image_spec
 
 log = logging.getLogger(__name__)

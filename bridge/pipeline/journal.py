@@ -19,7 +19,6 @@ result, state or error.
 
 import asyncio
 import functools
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ from typing import Any, Literal, NoReturn
 
 from bridge.pipeline.files import make_private
 from bridge.pipeline.journal_upkeep import JournalUpkeep
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.records import (
     DROP_FAILED_BLOB,
     FINAL_STATES,
@@ -280,7 +280,7 @@ class Journal(JournalUpkeep):
     # -- jobs -------------------------------------------------------------------------
 
     def add_job(self, job: Job, *, payload_hash: str | None = None) -> None:
-        data = json.dumps(job.input, ensure_ascii=False)
+        data = dumps(job.input).decode()
         self._grown += len(data)
         with self._write() as db:
             db.execute(_INSERT_JOB, job_row(job, data, payload_hash))

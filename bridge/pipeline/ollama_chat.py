@@ -15,7 +15,6 @@ URL's path prefix (Ollama behind a proxy), basic auth from the URL's user:passwo
 """
 
 import base64
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 
 from bridge import __version__
 from bridge.pipeline.http_transport import KeepAliveTransport, origin_of
+from bridge.pipeline.jsontext import dumps
 
 
 class ChatAnswerInvalid(Exception):
@@ -76,7 +76,7 @@ class OllamaChat:
             request["format"] = format
         if keep_alive is not None:
             request["keep_alive"] = keep_alive
-        body = json.dumps(request, ensure_ascii=False).encode()
+        body = dumps(request)
         status, headers, answer = await self._transport.send(
             self._origin,
             self._head + b"%d\r\n\r\n" % len(body) + body,

@@ -4,6 +4,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bridge.pipeline.jsontext import dumps
+
 JobState = Literal["queued", "running", "done", "failed", "dead", "skipped", "superseded"]
 FINAL_STATES = ("done", "failed", "dead", "skipped", "superseded")
 
@@ -166,7 +168,7 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
 
 
 def dumps_or_none(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    return None if value is None else dumps(value).decode()
 
 
 def job_row(job: Job, data: str, payload_hash: str | None) -> tuple[Any, ...]:

@@ -1,21 +1,17 @@
 """What the bridge publishes for a job: result, state, error and lifecycle events. Pure."""
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.config.redact import redact_url
 from bridge.config.rules import RuleBase
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.topics import Topics
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def event(

@@ -19,6 +19,7 @@ from bridge.pipeline.backend_pool import BackendPool, NoBackend
 from bridge.pipeline.hooks import JobHooks
 from bridge.pipeline.images import ImageError, ImageSpec, PreparedImage, prepare_image
 from bridge.pipeline.journal import Job, JobState, Journal
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.ollama_backend import LlmReply
 from bridge.pipeline.outbox import Outbox
 from bridge.pipeline.prefetch import Prefetcher
@@ -243,7 +244,7 @@ class Runner:
         # An extension that tracks the rule's confirmed state publishes the state topic itself.
         owned = any(extension.owns_state(rule) for extension in self.extensions)
         state = None if owned else outcome.answer.state
-        payload = results.dumps(result)  # once: published and journaled alike
+        payload = dumps(result)  # once: published and journaled alike
         messages = done_messages(self._topics, rule, job, payload, state, now)
         for extension in self.extensions:
             messages += extension.after_done(job, rule, result, outcome.answer.state, outcome.image)

@@ -21,8 +21,9 @@ from bridge.extension import Core, Extension
 from bridge.pipeline.images import PreparedImage
 from bridge.pipeline.intake import Submission
 from bridge.pipeline.journal import Job, OutboxMessage
+from bridge.pipeline.jsontext import dumps
 from bridge.pipeline.mqtt import Inbound
-from bridge.pipeline.results import dumps, iso
+from bridge.pipeline.results import iso
 from bridge.todo.api import todo_router
 from bridge.todo.candidates import Candidates, ha_task, prompt_fields
 from bridge.todo.decide import Plan, plan_change
