@@ -50,6 +50,11 @@ from bridge.pipeline.records import (
 )
 from bridge.pipeline.wal_sync import ACKS_SOON, JournalFailed, WalSync
 
+# The least time between two commits on the loop. Jobs further apart each commit on their own;
+# in a burst, the writes of the jobs that finish within it of a commit share the next one (one
+# COMMIT, one set of pages, one fsync), at the cost of at most this much to each one's result.
+COMMIT_GAP = 0.005
+
 # The records are imported from here by most of the pipeline.
 __all__ = ["FINAL_STATES", "JOB_COLUMNS", "Job", "JobState", "Journal", "JournalFailed", "OpenJob"]
 __all__ += ["OutboxMessage", "job_from_row"]
@@ -96,6 +101,8 @@ class Journal(JournalUpkeep):
         self._soon: asyncio.Handle | None = None
         self._lazy: asyncio.TimerHandle | None = None
         self._at_sync = False  # commit when the fsync under way is done (`_commit_or_wait`)
+        self._gap = 0.0  # the least time from one commit to the next (`group_commits`)
+        self._committed_at = float("-inf")  # the loop's time at the last COMMIT
         self._listeners: list[Callable[[], None]] = []
         self._taps: list[Callable[[list[OutboxMessage]], None]] = []
         self._tapped: list[OutboxMessage] = []
@@ -116,11 +123,15 @@ class Journal(JournalUpkeep):
 
     # -- transactions -----------------------------------------------------------------
 
-    def group_commits(self, loop: asyncio.AbstractEventLoop | None, *, lazy_delay: float = 0.05) -> None:
+    def group_commits(
+        self, loop: asyncio.AbstractEventLoop | None, *, lazy_delay: float = 0.05, gap: float = COMMIT_GAP
+    ) -> None:
         """Group commits on `loop`: writes something waits for (an ack, a publish) are committed
-        at the end of the loop iteration; the others ride along or go within `lazy_delay`."""
+        at the end of the loop iteration, but no sooner than `gap` after the commit before; the
+        others ride along or go within `lazy_delay`."""
         self.commit()
         self._loop = loop
+        self._gap = gap
         self._lazy_delay = self._sync.lazy_delay = lazy_delay
         self._sync.use_loop(loop)
 
@@ -166,6 +177,8 @@ class Journal(JournalUpkeep):
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._lost(exc)
+            if self._loop is not None:
+                self._committed_at = self._loop.time()
             self._in_tx = self._rows_added = False
         if self._tapped:
             tapped, self._tapped = self._tapped, []
@@ -189,19 +202,25 @@ class Journal(JournalUpkeep):
         self._commit_or_wait()
 
     def _commit_or_wait(self) -> None:
-        """Commit now, or, while an fsync is under way, once it is done: the next fsync could not
-        start before, and what is written meanwhile joins this commit (in a burst, one COMMIT
-        and one set of pages for the writes of several jobs)."""
+        """Commit now; while an fsync is under way, once it is done (the next fsync could not
+        start before); within `gap` of the commit before, once that has passed. What is written
+        meanwhile joins this commit: in a burst, one COMMIT, one set of pages and one fsync
+        for the writes of several jobs."""
+        assert self._loop is not None
+        wait = self._committed_at + self._gap - self._loop.time()
         if self._sync.in_flight:
             self._at_sync = True
-        else:
+        elif wait <= 0:
             self.commit()
+        elif self._soon is None:
+            self._soon = self._loop.call_later(wait, self._commit_due)
 
     def _durable(self) -> None:
         for listener in self._listeners:
             listener()
         if self._at_sync:
-            self.commit()
+            self._at_sync = False
+            self._commit_or_wait()
 
     def _lost(self, exc: sqlite3.Error) -> NoReturn:
         """The open transaction could not be kept (a full disk, an I/O error): every write since

@@ -249,6 +249,57 @@ def test_writes_made_while_an_fsync_is_under_way_are_committed_together_once_it_
     assert (while_syncing, commits) == (1, 2)  # a's, then b, c and d's together
 
 
+def test_writes_within_the_gap_after_a_commit_are_committed_together_once_it_has_passed(
+    tmp_path: Path,
+) -> None:
+    """In a burst the jobs finished within `gap` of a commit share the next one (one COMMIT, one
+    fsync); a write after a quiet spell longer than the gap is committed at once."""
+    gap = 0.3
+
+    async def scenario() -> tuple[list[str], list[int], float, float]:
+        loop = asyncio.get_running_loop()
+        journal = Journal(tmp_path / "journal.sqlite3")
+        journal.group_commits(loop, gap=gap)
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        durable: list[str] = []
+        at: dict[str, float] = {}
+
+        def done(name: str) -> None:
+            durable.append(name)
+            at[name] = loop.time()
+
+        def write(name: str) -> None:
+            journal.add_messages([OutboxMessage(f"t/{name}", name.encode())])
+            journal.after_commit(functools.partial(done, name))
+
+        started = loop.time()
+        write("a")  # the first: committed at the end of this iteration
+        await _until(lambda: "a" in durable)
+        write("b")
+        await asyncio.sleep(0.01)
+        write("c")  # in an iteration of its own
+        await asyncio.sleep(0.05)
+        commits = [statements.count("COMMIT")]  # b and c wait for the gap
+        await _until(lambda: len(durable) == 3)
+        commits.append(statements.count("COMMIT"))
+        await asyncio.sleep(gap)  # quiet for longer than the gap
+        quiet = loop.time()
+        write("d")
+        await _until(lambda: "d" in durable)
+        commits.append(statements.count("COMMIT"))
+        assert [m.topic for m in journal.pending_messages()] == ["t/a", "t/b", "t/c", "t/d"]
+        journal._db.set_trace_callback(None)
+        journal.close()
+        return durable, commits, at["b"] - started, at["d"] - quiet
+
+    durable, commits, b_after, d_after = asyncio.run(scenario())
+    assert durable == ["a", "b", "c", "d"]
+    assert commits == [1, 2, 3]  # a's; b and c's together; d's
+    assert b_after >= gap  # not before the gap after a's commit
+    assert d_after < gap  # d did not wait for one
+
+
 def test_the_size_is_read_once_a_second_and_counts_what_was_written_since(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite3")
     statements: list[str] = []
