@@ -44,7 +44,7 @@ def counted(system: System, jobs: int) -> dict[str, float]:
     """Calls per job of `system` during a burst of `jobs`, by name, and their total."""
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-syscalls-") as tmp:
         out = Path(tmp) / "strace.txt"
-        with _system(system, "default", mqtt={}) as (proc, client, _counter, _standin):
+        with _system(system, "default", mqtt={}) as (proc, client, _port, _standin):
             strace = subprocess.Popen(
                 ["strace", "-c", "-f", "-p", str(proc.pid), "-o", str(out)],
                 stdout=subprocess.DEVNULL,

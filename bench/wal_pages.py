@@ -67,7 +67,7 @@ def wal_pages(jobs: int = 2000, every: float = 0.25) -> dict[str, Any]:
     generations: dict[tuple[int, int], list[tuple[int, bool]]] = {}
     with tempfile.TemporaryDirectory(prefix="llm2mqtt-wal-") as tmp:
         copy = Path(tmp) / "copy-wal"
-        with _system("llm2mqtt", "default", mqtt={}) as (proc, client, _counter, _standin):
+        with _system("llm2mqtt", "default", mqtt={}) as (proc, client, _port, _standin):
             wal = next(Path(proc.cwd()).rglob("journal.sqlite3-wal"))
             burst = threading.Thread(target=_burst, args=(client, jobs, "wal"))
             burst.start()
