@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from bridge.pipeline import records
 from bridge.pipeline.files import make_private
 from bridge.pipeline.journal_upkeep import JournalUpkeep
 from bridge.pipeline.jsontext import dumps
@@ -98,8 +99,9 @@ class Journal(JournalUpkeep):
         self._acks = 0  # acknowledgements in `_after`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lazy_delay = 0.05
-        self._soon: asyncio.Handle | None = None
-        self._lazy: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None  # a commit at the end of this loop iteration
+        self._lazy: asyncio.TimerHandle | None = None  # a commit at the end of the lazy delay
+        self._gap_wait: asyncio.TimerHandle | None = None  # a commit once the gap has passed
         self._at_sync = False  # commit when the fsync under way is done (`_commit_or_wait`)
         self._gap = 0.0  # the least time from one commit to the next (`group_commits`)
         self._committed_at = float("-inf")  # the loop's time at the last COMMIT
@@ -159,15 +161,15 @@ class Journal(JournalUpkeep):
             self._db.execute("RELEASE write")
         if self._loop is None:
             self.commit()
-        elif self._lazy is None and self._soon is None and not self._at_sync:
+        elif self._lazy is None and self._soon is None and self._gap_wait is None and not self._at_sync:
             self._lazy = self._loop.call_later(self._lazy_delay, self._commit_late)
 
     def commit(self) -> None:
         """Commit every write so far; what waited for it runs once it is durable."""
-        for handle in (self._soon, self._lazy):
+        for handle in (self._soon, self._lazy, self._gap_wait):
             if handle is not None:
                 handle.cancel()
-        self._soon = self._lazy = None
+        self._soon = self._lazy = self._gap_wait = None
         self._at_sync = False
         wrote, last_row = self._in_tx, None
         if self._in_tx:
@@ -201,19 +203,24 @@ class Journal(JournalUpkeep):
         self._soon = None
         self._commit_or_wait()
 
+    def _gap_over(self) -> None:
+        self._gap_wait = None
+        self._commit_or_wait()
+
     def _commit_or_wait(self) -> None:
         """Commit now; while an fsync is under way, once it is done (the next fsync could not
         start before); within `gap` of the commit before, once that has passed. What is written
         meanwhile joins this commit: in a burst, one COMMIT, one set of pages and one fsync
-        for the writes of several jobs."""
+        for the writes of several jobs. `ACKS_SOON` acknowledgements waiting do not wait for the
+        gap: a broker sends only so many inputs unacknowledged (wal_sync.py)."""
         assert self._loop is not None
-        wait = self._committed_at + self._gap - self._loop.time()
+        wait = self._committed_at + self._gap - self._loop.time() if self._acks < ACKS_SOON else 0.0
         if self._sync.in_flight:
             self._at_sync = True
         elif wait <= 0:
             self.commit()
-        elif self._soon is None:
-            self._soon = self._loop.call_later(wait, self._commit_due)
+        elif self._gap_wait is None:
+            self._gap_wait = self._loop.call_later(wait, self._gap_over)
 
     def _durable(self) -> None:
         for listener in self._listeners:
@@ -287,8 +294,11 @@ class Journal(JournalUpkeep):
             self._sync.committed([callback], wrote=False, urgent=not ack, acks=int(ack))
 
     def commit_soon(self) -> None:
-        """Commit at the end of this loop iteration rather than lazily."""
-        if self._in_tx and self._loop is not None and self._soon is None and not self._at_sync:
+        """Commit at the end of this loop iteration rather than lazily (or once the gap after the
+        commit before has passed, unless `ACKS_SOON` acknowledgements wait)."""
+        if self._soon is not None or self._at_sync or not self._in_tx or self._loop is None:
+            return
+        if self._gap_wait is None or self._acks >= ACKS_SOON:
             self._soon = self._loop.call_soon(self._commit_due)
 
     def close(self) -> None:
@@ -302,7 +312,7 @@ class Journal(JournalUpkeep):
         data = dumps(job.input).decode()
         self._grown += len(data)
         with self._write() as db:
-            db.execute(_INSERT_JOB, job_row(job, data, payload_hash))
+            db.execute(records.INSERT_JOB, job_row(job, data, payload_hash))
 
     def start(self, job_id: str) -> Job:
         """Mark a job running and count the attempt (durably, before the model is called)."""
@@ -314,7 +324,7 @@ class Journal(JournalUpkeep):
     def start_unless_fetching(self, job_id: str) -> Job | None:
         """`start`, in the same one statement, unless the job is waiting and may have an
         image_url to fetch first: then None and nothing changed (also for an unknown job)."""
-        return self._start(job_id, _MAY_FETCH)
+        return self._start(job_id, records.MAY_FETCH)
 
     def _start(self, job_id: str, unless: str) -> Job | None:
         with self._write() as db:
@@ -347,12 +357,7 @@ class Journal(JournalUpkeep):
         # A result already encoded (the payload that is published) is stored as it is.
         text = result.decode() if isinstance(result, bytes) else dumps_or_none(result)
         with self._write(statements=1 + any(m.durable for m in messages) + failed) as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ?,"
-                " detail = CASE WHEN ?5 IS NULL THEN detail ELSE json_patch(coalesce(detail, '{}'), ?5) END"
-                " WHERE id = ?6",
-                (state, self._clock(), text, error, dumps_or_none(detail), job_id),
-            )
+            db.execute(records.FINISH_JOB, (state, self._clock(), text, error, dumps_or_none(detail), job_id))
             self._add_messages(db, messages, job_id=job_id)
             if failed:  # nobody will look at a failed job's image again: free its space now
                 db.execute(DROP_FAILED_BLOB, (job_id, job_id))
@@ -366,7 +371,7 @@ class Journal(JournalUpkeep):
             for tap in self._taps:
                 tap(messages)
             return
-        with self._write(statements=1 + (len(messages) > _INSERT_CHUNK)) as db:
+        with self._write(statements=1 + (len(messages) > records.INSERT_CHUNK)) as db:
             self._add_messages(db, messages)
 
     def _add_messages(
@@ -384,26 +389,11 @@ class Journal(JournalUpkeep):
                 self._events.append(m)
         # One INSERT for a job's rows (result, state, reply), in chunks well below SQLite's
         # limit of bound parameters; the newest id comes back without a query.
-        step = _INSERT_CHUNK * _OUTBOX_FIELDS
+        step = records.INSERT_CHUNK * records.OUTBOX_FIELDS
         for at in range(0, len(rows), step):
             chunk = rows[at : at + step]
-            values = ", ".join([_OUTBOX_ROW] * (len(chunk) // _OUTBOX_FIELDS))
-            cursor = db.execute(f"{_INSERT_OUTBOX} {values}", chunk)
+            values = ", ".join([records.OUTBOX_ROW] * (len(chunk) // records.OUTBOX_FIELDS))
+            cursor = db.execute(f"{records.INSERT_OUTBOX} {values}", chunk)
             self._rows_added = True
             self._last_row = cursor.lastrowid or self._last_row
         self._grown += sum(len(m.payload) for m in messages if m.durable)
-
-
-_INSERT_JOB = (
-    "INSERT INTO jobs (id, rule, source, state, priority, created, started, finished, not_before,"
-    " attempts, dedupe_key, payload_hash, image, input, result, error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_OUTBOX = "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id) VALUES"
-_OUTBOX_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-_OUTBOX_FIELDS = 8
-_INSERT_CHUNK = 100  # rows per INSERT: 800 bound parameters, below even old SQLite's 999
-# A job that may wait for its image_url to be fetched before it runs (prefetch.py).
-_MAY_FETCH = (
-    " AND NOT (state = 'queued' AND image IS NULL AND json_extract(input, '$.image_url') IS NOT NULL)"
-)

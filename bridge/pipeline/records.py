@@ -202,3 +202,22 @@ def message_from_row(row: tuple[Any, ...]) -> OutboxMessage:
 def with_job(message: OutboxMessage, job_id: str) -> OutboxMessage:
     """The message, marked as one that finishes `job_id`."""
     return OutboxMessage(**{**message.__dict__, "job_id": job_id})
+
+
+INSERT_JOB = (
+    "INSERT INTO jobs (id, rule, source, state, priority, created, started, finished, not_before,"
+    " attempts, dedupe_key, payload_hash, image, input, result, error)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# A finished job's detail (the calls made, each attempt's error) is merged into what it had.
+FINISH_JOB = (
+    "UPDATE jobs SET state = ?, finished = ?, result = ?, error = ?,"
+    " detail = CASE WHEN ?5 IS NULL THEN detail ELSE json_patch(coalesce(detail, '{}'), ?5) END"
+    " WHERE id = ?6"
+)
+INSERT_OUTBOX = "INSERT INTO outbox (topic, payload, qos, retain, props, created, sink, job_id) VALUES"
+OUTBOX_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+OUTBOX_FIELDS = 8
+INSERT_CHUNK = 100  # rows per INSERT: 800 bound parameters, below even old SQLite's 999
+# A job that may wait for its image_url to be fetched before it runs (prefetch.py).
+MAY_FETCH = " AND NOT (state = 'queued' AND image IS NULL AND json_extract(input, '$.image_url') IS NOT NULL)"

@@ -27,6 +27,7 @@ from bridge.pipeline.outbox import DELETE_EVERY, Outbox
 from bridge.pipeline.queue import JobQueue
 from bridge.pipeline.runner import Runner
 from bridge.pipeline.topics import Topics
+from bridge.pipeline.wal_sync import ACKS_SOON
 from tests.support.ollama_standin import OllamaStandin
 
 JOBS = 40
@@ -298,6 +299,43 @@ def test_writes_within_the_gap_after_a_commit_are_committed_together_once_it_has
     assert commits == [1, 2, 3]  # a's; b and c's together; d's
     assert b_after >= gap  # not before the gap after a's commit
     assert d_after < gap  # d did not wait for one
+
+
+def test_acknowledgements_piling_up_within_the_gap_are_committed_without_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    """A broker sends only so many inputs unacknowledged: once `ACKS_SOON` acknowledgements
+    wait, they are committed at the end of the loop's turn, gap or not."""
+    gap = 5.0
+
+    async def scenario() -> tuple[int, int, float]:
+        loop = asyncio.get_running_loop()
+        journal = Journal(tmp_path / "journal.sqlite3")
+        journal.group_commits(loop, gap=gap)
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        acked: list[int] = []
+        journal.add_messages([OutboxMessage("t/first", b"x")])
+        journal.after_commit(lambda: acked.append(-1))  # a result: committed at once
+        await _until(lambda: acked == [-1])
+        started = loop.time()
+        for n in range(ACKS_SOON - 1):  # too few to hurry: they wait for the gap
+            journal.add_messages([OutboxMessage(f"t/{n}", b"x")])
+            journal.after_commit(functools.partial(acked.append, n), ack=True)
+            await asyncio.sleep(0.01)
+        waiting = statements.count("COMMIT")
+        journal.add_messages([OutboxMessage("t/last", b"x")])
+        journal.after_commit(functools.partial(acked.append, ACKS_SOON - 1), ack=True)
+        await _until(lambda: len(acked) == ACKS_SOON + 1)
+        took = loop.time() - started
+        commits = statements.count("COMMIT")
+        journal._db.set_trace_callback(None)
+        journal.close()
+        return waiting, commits, took
+
+    waiting, commits, took = asyncio.run(scenario())
+    assert (waiting, commits) == (1, 2)
+    assert took < gap / 2  # the gap (5 s after the first commit) was not waited out
 
 
 def test_the_size_is_read_once_a_second_and_counts_what_was_written_since(tmp_path: Path) -> None:
