@@ -73,6 +73,15 @@ async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def _grouped(folder: Path, **grouping: float) -> tuple[Journal, list[str]]:
+    """A journal grouping its commits on the running loop, and the statements it executes."""
+    journal = Journal(folder / "journal.sqlite3")
+    journal.group_commits(asyncio.get_running_loop(), **grouping)
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    return journal, statements
+
+
 async def _run_jobs(
     tmp_path: Path, standin: OllamaStandin, jobs: int, mqtt: dict[str, Any] | None = None
 ) -> tuple[list[str], _Broker]:
@@ -225,10 +234,7 @@ def test_writes_made_while_an_fsync_is_under_way_are_committed_together_once_it_
     monkeypatch.setattr("bridge.pipeline.wal_sync.os.fsync", lambda fd: (disk.wait(10), real_fsync(fd)))
 
     async def scenario() -> tuple[list[str], int, int]:
-        journal = Journal(tmp_path / "journal.sqlite3")
-        journal.group_commits(asyncio.get_running_loop())
-        statements: list[str] = []
-        journal._db.set_trace_callback(statements.append)
+        journal, statements = _grouped(tmp_path)
         durable: list[str] = []
         journal.add_messages([OutboxMessage("t/a", b"a")])
         journal.after_commit(lambda: durable.append("a"))  # someone waits: committed at once
@@ -259,10 +265,7 @@ def test_writes_within_the_gap_after_a_commit_are_committed_together_once_it_has
 
     async def scenario() -> tuple[list[str], list[int], float, float]:
         loop = asyncio.get_running_loop()
-        journal = Journal(tmp_path / "journal.sqlite3")
-        journal.group_commits(loop, gap=gap)
-        statements: list[str] = []
-        journal._db.set_trace_callback(statements.append)
+        journal, statements = _grouped(tmp_path, gap=gap)
         durable: list[str] = []
         at: dict[str, float] = {}
 
@@ -310,10 +313,7 @@ def test_acknowledgements_piling_up_within_the_gap_are_committed_without_waiting
 
     async def scenario() -> tuple[int, int, float]:
         loop = asyncio.get_running_loop()
-        journal = Journal(tmp_path / "journal.sqlite3")
-        journal.group_commits(loop, gap=gap)
-        statements: list[str] = []
-        journal._db.set_trace_callback(statements.append)
+        journal, statements = _grouped(tmp_path, gap=gap)
         acked: list[int] = []
         journal.add_messages([OutboxMessage("t/first", b"x")])
         journal.after_commit(lambda: acked.append(-1))  # a result: committed at once
