@@ -214,10 +214,11 @@ class Journal(JournalUpkeep):
         for the writes of several jobs. `ACKS_SOON` acknowledgements waiting do not wait for the
         gap: a broker sends only so many inputs unacknowledged (wal_sync.py)."""
         assert self._loop is not None
-        wait = self._committed_at + self._gap - self._loop.time() if self._acks < ACKS_SOON else 0.0
         if self._sync.in_flight:
             self._at_sync = True
-        elif wait <= 0:
+            return
+        wait = self._committed_at + self._gap - self._loop.time() if self._acks < ACKS_SOON else 0.0
+        if wait <= 0:
             self.commit()
         elif self._gap_wait is None:
             self._gap_wait = self._loop.call_later(wait, self._gap_over)
